@@ -1,0 +1,81 @@
+"""SQL of the device registry, in one place."""
+
+RESIDENT_COLUMNS = "id, name, birth_date, gender, address, archive_id, spo2_scale, created_at"
+
+INSERT_RESIDENT = f"""
+INSERT INTO resident (name, birth_date, gender, address, archive_id, spo2_scale)
+VALUES (%(name)s, %(birth_date)s, %(gender)s, %(address)s, %(archive_id)s, %(spo2_scale)s)
+RETURNING {RESIDENT_COLUMNS}
+"""
+
+SELECT_RESIDENTS = f"SELECT {RESIDENT_COLUMNS} FROM resident ORDER BY id"
+SELECT_RESIDENT = f"SELECT {RESIDENT_COLUMNS} FROM resident WHERE id = %s"
+
+INSERT_CONTACT = """
+INSERT INTO emergency_contact (resident_id, name, phone, relation, priority)
+VALUES (%s, %s, %s, %s, %s)
+"""
+
+SELECT_CONTACTS = """
+SELECT name, phone, relation, priority FROM emergency_contact WHERE resident_id = %s ORDER BY priority, id
+"""
+
+DEVICE_COLUMNS = """
+d.device_id, d.kind, d.model, d.status, b.resident_id, d.online, d.battery, d.firmware,
+d.last_seen_at, d.created_at
+"""
+
+SELECT_DEVICES = f"""
+SELECT {DEVICE_COLUMNS}
+FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+WHERE (%(resident_id)s::bigint IS NULL OR b.resident_id = %(resident_id)s)
+  AND (%(include_retired)s OR d.status = 'active')
+ORDER BY d.device_id
+"""
+
+SELECT_DEVICE = f"""
+SELECT {DEVICE_COLUMNS}
+FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+WHERE d.device_id = %s
+"""
+
+INSERT_DEVICE = "INSERT INTO device (device_id, kind, model) VALUES (%s, %s, %s)"
+
+CLOSE_BINDING = """
+UPDATE device_binding SET unbound_at = %(at)s
+WHERE device_id = %(device_id)s AND unbound_at IS NULL
+RETURNING resident_id
+"""
+
+OPEN_BINDING = """
+INSERT INTO device_binding (device_id, resident_id, bound_at) VALUES (%(device_id)s, %(resident_id)s, %(at)s)
+"""
+
+RETIRE_DEVICE = (
+    "UPDATE device SET status = 'retired', retired_at = now(), online = false WHERE device_id = %s"
+)
+
+UPSERT_ACCOUNT = """
+INSERT INTO broker_account (username, password_hash, role, device_id)
+VALUES (%(username)s, %(password_hash)s, %(role)s, %(device_id)s)
+ON CONFLICT (username) DO UPDATE
+SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, device_id = EXCLUDED.device_id,
+    revoked_at = NULL
+"""
+
+REVOKE_ACCOUNT = (
+    "UPDATE broker_account SET revoked_at = now() WHERE device_id = %s AND revoked_at IS NULL"
+)
+
+SELECT_ACTIVE_ACCOUNTS = """
+SELECT username, password_hash, role FROM broker_account WHERE revoked_at IS NULL ORDER BY username
+"""
+
+# The ingestor's view of the registry: every device with its binding history.
+SELECT_REGISTRY = """
+SELECT d.device_id, d.kind, d.status, b.resident_id, b.bound_at, b.unbound_at
+FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id
+ORDER BY d.device_id, b.bound_at
+"""
+
+SELECT_REGISTRY_VERSION = "SELECT last_value, is_called FROM registry_version"

@@ -1,0 +1,228 @@
+"""The one thin wrapper around paho-mqtt (v2 callback API, MQTT v5) that every process uses.
+
+Callbacks only decode and hand over; batching and database work happen on other threads. paho's own
+network thread reconnects with backoff; `Connection` re-subscribes on every (re)connect and counts
+connection generations so that acknowledgements never cross into a newer session.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from eldercare.settings import MqttEndpoint
+
+log = logging.getLogger(__name__)
+
+DAY_S = 24 * 3600
+SESSION_EXPIRY_S = 7 * DAY_S
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def new_client(
+    client_id: str,
+    *,
+    username: str | None,
+    password: str | None,
+    manual_ack: bool = False,
+    will: Will | None = None,
+) -> paho.Client:
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if username is not None:
+        client.username_pw_set(username, password)
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
+    return props
+
+
+def connect_blocking(
+    client: paho.Client,
+    endpoint: MqttEndpoint,
+    *,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+    timeout: float = 10.0,
+) -> None:
+    """Connect and start the network thread; raise with a clear message if the broker refuses."""
+    done = threading.Event()
+    result: list[ReasonCode] = []
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        result.append(reason)
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect(
+        endpoint.host,
+        endpoint.port,
+        keepalive=30,
+        clean_start=clean_start,
+        properties=connect_properties(session_expiry_s),
+    )
+    client.loop_start()
+    if not done.wait(timeout) or result[0].is_failure:
+        client.loop_stop()
+        client.disconnect()
+        why = str(result[0]) if result else "no answer"
+        raise ConnectionError(
+            f"MQTT broker {endpoint.host}:{endpoint.port} refused the connection: {why}"
+        )
+
+
+def accepts_login(
+    endpoint: MqttEndpoint, username: str, password: str, timeout: float = 5.0
+) -> bool:
+    """True when the broker lets this username/password connect (used by tests and `broker sync`)."""
+    client = new_client(f"probe-{username}", username=username, password=password)
+    try:
+        connect_blocking(client, endpoint, timeout=timeout)
+    except (ConnectionError, OSError):
+        return False
+    client.disconnect()
+    client.loop_stop()
+    return True
+
+
+MessageHandler = Callable[[paho.MQTTMessage, int], None]
+
+
+class Connection:
+    """A long-lived subscriber: persistent session, QoS 1, re-subscribes after every reconnect.
+
+    `on_message(message, generation)` runs on paho's network thread and must only hand over.
+    `ack(mid, generation)` may be called from any thread; acks of an older generation are dropped,
+    because the broker redelivers those messages on the new session anyway.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        endpoint: MqttEndpoint,
+        username: str | None,
+        password: str | None,
+        subscriptions: Iterable[str],
+        on_message: MessageHandler,
+        session_expiry_s: int = SESSION_EXPIRY_S,
+        manual_ack: bool = True,
+        receive_maximum: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.endpoint = endpoint
+        self.subscriptions = list(subscriptions)
+        self.session_expiry_s = session_expiry_s
+        self.receive_maximum = receive_maximum
+        self.generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._handler = on_message
+        self._lock = threading.Lock()
+        self.client = new_client(
+            client_id, username=username, password=password, manual_ack=manual_ack
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        self.client.connect_async(
+            self.endpoint.host,
+            self.endpoint.port,
+            keepalive=30,
+            clean_start=False,
+            properties=connect_properties(self.session_expiry_s, self.receive_maximum),
+        )
+        self.client.loop_start()
+
+    def stop(self, *, end_session: bool = False) -> None:
+        """Disconnect; with end_session the broker forgets the session (`ingest --leave`)."""
+        props = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+
+    def ack(self, mid: int, generation: int) -> None:
+        with self._lock:
+            if generation == self.generation:
+                self.client.ack(mid, 1)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: object,
+    ) -> None:
+        if reason.is_failure:
+            log.error("%s: broker refused the connection: %s", self.client_id, reason)
+            return
+        with self._lock:
+            self.generation += 1
+        self.connected.set()
+        log.info(
+            "%s connected to %s:%s (session present: %s)",
+            self.client_id,
+            self.endpoint.host,
+            self.endpoint.port,
+            flags.session_present,
+        )
+        # Subscribing again is harmless with a resumed session and required without one.
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: object, _mid: int, reasons: list[ReasonCode], _p: object
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("%s: subscription refused: %s", self.client_id, ", ".join(failed))
+            return
+        log.info("%s subscribed to %s", self.client_id, ", ".join(self.subscriptions))
+        self.subscribed.set()
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if reason.is_failure:
+            log.warning("%s disconnected (%s); reconnecting", self.client_id, reason)
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        self._handler(message, self.generation)

@@ -1,0 +1,120 @@
+"""`eldercare ingest`, `eldercare readings` and `eldercare quarantine …`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+from psycopg.rows import dict_row
+
+from eldercare import context
+from eldercare.output import emit_json, fail, since, table
+from ingest import queries
+from ingest.contract import Reason
+from ingest.settings import IngestSettings
+
+quarantine_app = typer.Typer(
+    help="Messages that were not accepted, with their reasons.", no_args_is_help=True
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def ingest(
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            help="Stable name of this ingestor; a restart with the same name resumes its broker session (default: host name)."
+        ),
+    ] = None,
+    leave: Annotated[
+        bool,
+        typer.Option(
+            "--leave", help="On exit, end this instance's broker session for good (scaling down)."
+        ),
+    ] = False,
+) -> None:
+    """Consume device telemetry, events and status from the broker into the database.
+
+    Run several (different --instance) to share the load: they form one MQTT v5 shared subscription.
+    """
+    from ingest.consumer import Ingestor
+
+    cfg = context.settings()
+    context.configure_logging(cfg.log_level)
+    overrides = {"instance": instance} if instance else {}
+    ingest_cfg = IngestSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        cfg.require_database_url()
+        cfg.mqtt  # noqa: B018 - fail early with the message saying how to configure it
+    except RuntimeError as exc:
+        fail(str(exc))
+    ingestor = Ingestor(cfg, ingest_cfg)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    ingestor.start()
+    done.wait()
+    ingestor.stop(leave=leave)
+
+
+def readings(
+    resident: Annotated[int, typer.Option(help="Resident id.")],
+    since_: Annotated[
+        str, typer.Option("--since", help="How far back: 10m, 2h, 7d or an RFC 3339 time.")
+    ] = "1h",
+    metric: Annotated[str | None, typer.Option(help="Only this metric, e.g. spo2.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
+    json: JsonOpt = False,
+) -> None:
+    """Stored readings of a resident, oldest first."""
+    params = {"resident_id": resident, "since": since(since_), "metric": metric, "limit": limit}
+    with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(queries.SELECT_READINGS, params).fetchall()
+    if json:
+        emit_json(rows)
+        return
+    table(
+        f"Readings of resident {resident}",
+        ["measured at", "metric", "value", "device"],
+        [(r["measured_at"], r["metric"], r["value"], r["device_id"]) for r in rows],
+    )
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    reason: Annotated[
+        str | None, typer.Option(help=f"Only this reason: {', '.join(r.value for r in Reason)}.")
+    ] = None,
+    since_: Annotated[
+        str | None, typer.Option("--since", help="Only newer than this (10m, 2h, …).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    json: JsonOpt = False,
+) -> None:
+    """Rejected messages, newest first, with reason, detail and raw payload."""
+    params = {"reason": reason, "since": since(since_) if since_ else None, "limit": limit}
+    with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(queries.SELECT_QUARANTINE, params).fetchall()
+    for row in rows:
+        row["payload"] = bytes(row["payload"]).decode("utf-8", errors="backslashreplace")
+    if json:
+        emit_json(rows)
+        return
+    table(
+        "Quarantine",
+        ["id", "received", "topic", "reason", "detail"],
+        [(r["id"], r["received_at"], r["topic"], r["reason"], r["detail"]) for r in rows],
+    )
+
+
+@quarantine_app.command("count")
+def quarantine_count(json: JsonOpt = False) -> None:
+    """How many messages were rejected, by reason."""
+    with context.database() as conn:
+        counts = {reason: n for reason, n in conn.execute(queries.COUNT_QUARANTINE)}
+    if json:
+        emit_json({"total": sum(counts.values()), "by_reason": counts})
+        return
+    table("Quarantine by reason", ["reason", "messages"], list(counts.items()))

@@ -1,0 +1,211 @@
+"""The ingest process: MQTT subscriptions in, committed rows out, acknowledgements after commit.
+
+Two independent broker sessions per process, so that an SOS never waits behind telemetry:
+- telemetry: `$share/<group>/eldercare/v1/devices/+/telemetry`, batched by a writer thread;
+- events and status: `$share/<group>-events/...`, each message stored and acknowledged on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import paho.mqtt.client as paho
+import psycopg
+
+from eldercare.mqtt import Connection
+from eldercare.settings import Settings
+from ingest.events import EventWriter
+from ingest.pipeline import Incoming, TelemetryWriter
+from ingest.settings import IngestSettings
+from store.db import connect_with_retry
+
+log = logging.getLogger(__name__)
+
+TELEMETRY_TOPIC = "eldercare/v1/devices/+/telemetry"
+EVENT_TOPICS = ("eldercare/v1/devices/+/events", "eldercare/v1/devices/+/status")
+
+
+class _Inbox:
+    """Messages handed over by paho's network thread, taken in whole batches by a worker."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self._items: list[Incoming] = []
+        self._first_at = 0.0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def put(self, item: Incoming) -> None:
+        with self._lock:
+            if not self._items:
+                self._first_at = time.monotonic()
+            self._items.append(item)
+            size = len(self._items)
+        if size == 1 or size >= self.max_batch:
+            self._wake.set()
+
+    def take(self, max_wait: float, stop: threading.Event) -> list[Incoming]:
+        """Wait for the first item, then until the batch is full or `max_wait` after the first."""
+        while not stop.is_set():
+            with self._lock:
+                size, first_at = len(self._items), self._first_at
+                if size and (size >= self.max_batch or time.monotonic() - first_at >= max_wait):
+                    items, self._items = self._items, []
+                    self._wake.clear()
+                    return items
+            timeout = 0.5 if size == 0 else max(0.0, max_wait - (time.monotonic() - first_at))
+            self._wake.wait(timeout)
+            if size:
+                self._wake.clear()
+        return []
+
+
+def _run_with_database(
+    url: str,
+    name: str,
+    stop: threading.Event,
+    build: Callable[[psycopg.Connection], None],
+) -> None:
+    """Call `build(conn)` with a fresh connection, reconnecting after the database went away."""
+    while not stop.is_set():
+        try:
+            conn = connect_with_retry(url, application_name=name)
+        except psycopg.OperationalError as exc:
+            log.error("%s: database unreachable (%s); retrying", name, exc)
+            stop.wait(2)
+            continue
+        try:
+            build(conn)
+            return
+        except psycopg.OperationalError as exc:
+            log.error(
+                "%s: lost the database (%s); reconnecting, nothing was acknowledged", name, exc
+            )
+            stop.wait(1)
+        finally:
+            conn.close()
+
+
+class TelemetryConsumer:
+    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        self.settings = settings
+        self.ingest = ingest
+        self.inbox = _Inbox(ingest.max_batch)
+        self.stop_event = threading.Event()
+        self.writer: TelemetryWriter | None = None
+        self._pending: list[Incoming] = []  # taken but not yet committed (kept across reconnects)
+        self.connection = Connection(
+            client_id=f"eldercare-ingest-{ingest.instance}-telemetry",
+            endpoint=settings.mqtt,
+            username=settings.mqtt_service_username,
+            password=settings.mqtt_service_password,
+            subscriptions=[f"$share/{ingest.share_group}/{TELEMETRY_TOPIC}"],
+            on_message=self._on_message,
+        )
+        self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
+
+    def _on_message(self, message: paho.MQTTMessage, generation: int) -> None:
+        self.inbox.put(
+            Incoming(message.topic, message.payload, datetime.now(UTC), message.mid, generation)
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        self.connection.start()
+
+    def stop(self, *, leave: bool = False) -> None:
+        self.connection.stop(end_session=leave)
+        self.stop_event.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        url = self.settings.require_database_url()
+        _run_with_database(url, "eldercare-ingest", self.stop_event, self._loop)
+
+    def _loop(self, conn: psycopg.Connection) -> None:
+        self.writer = TelemetryWriter(conn, self.ingest.limits)
+        while not self.stop_event.is_set():
+            if not self._pending:
+                self._pending = self.inbox.take(self.ingest.flush_interval_s, self.stop_event)
+            if not self._pending:
+                continue
+            self.writer.write(self._pending)
+            for item in self._pending:
+                self.connection.ack(item.mid, item.generation)
+            self._pending = []
+
+
+class EventConsumer:
+    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        self.settings = settings
+        self.ingest = ingest
+        self.inbox = _Inbox(1000)
+        self.stop_event = threading.Event()
+        self._pending: list[Incoming] = []
+        group = f"{ingest.share_group}-events"
+        self.connection = Connection(
+            client_id=f"eldercare-ingest-{ingest.instance}-events",
+            endpoint=settings.mqtt,
+            username=settings.mqtt_service_username,
+            password=settings.mqtt_service_password,
+            subscriptions=[f"$share/{group}/{topic}" for topic in EVENT_TOPICS],
+            on_message=self._on_message,
+        )
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+
+    def _on_message(self, message: paho.MQTTMessage, generation: int) -> None:
+        self.inbox.put(
+            Incoming(message.topic, message.payload, datetime.now(UTC), message.mid, generation)
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        self.connection.start()
+
+    def stop(self, *, leave: bool = False) -> None:
+        self.connection.stop(end_session=leave)
+        self.stop_event.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        url = self.settings.require_database_url()
+        _run_with_database(url, "eldercare-events", self.stop_event, self._loop)
+
+    def _loop(self, conn: psycopg.Connection) -> None:
+        writer = EventWriter(conn, self.ingest.limits)
+        while not self.stop_event.is_set():
+            if not self._pending:
+                # No batching delay: each event is handled the moment it arrives.
+                self._pending = self.inbox.take(0.0, self.stop_event)
+            while self._pending:
+                item = self._pending[0]
+                ack = writer.handle(item)
+                if ack is not None:
+                    self.connection.publish(ack.topic, ack.payload, qos=1)
+                self.connection.ack(item.mid, item.generation)
+                self._pending.pop(0)
+
+
+class Ingestor:
+    """Both consumers of one ingest process."""
+
+    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        self.telemetry = TelemetryConsumer(settings, ingest)
+        self.events = EventConsumer(settings, ingest)
+
+    def start(self) -> None:
+        self.events.start()
+        self.telemetry.start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self.telemetry.connection.subscribed.wait(
+            timeout
+        ) and self.events.connection.subscribed.wait(timeout)
+
+    def stop(self, *, leave: bool = False) -> None:
+        self.telemetry.stop(leave=leave)
+        self.events.stop(leave=leave)

@@ -1,0 +1,133 @@
+"""Database connections, creation of the project's database, and schema migrations (yoyo)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# Keepalives let a process notice a dead database host instead of waiting forever on a socket.
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "eldercare"
+) -> psycopg.Connection:
+    return psycopg.connect(
+        url,
+        autocommit=autocommit,
+        application_name=application_name,
+        connect_timeout=10,
+        **_KEEPALIVE,
+    )
+
+
+@retry(
+    retry=retry_if_exception_type(psycopg.OperationalError),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    stop=stop_after_delay(60),
+    reraise=True,
+)
+def connect_with_retry(
+    url: str, *, autocommit: bool = False, application_name: str = "eldercare"
+) -> psycopg.Connection:
+    """Connect, waiting up to a minute for a database that is still starting."""
+    return connect(url, autocommit=autocommit, application_name=application_name)
+
+
+@contextmanager
+def connection(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    conn = connect(url, autocommit=autocommit)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)  # type: ignore[arg-type]
+
+
+def database_name(url: str) -> str:
+    return str(conninfo_to_dict(url).get("dbname") or "")
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it is missing; True when it was created."""
+    name = database_name(url)
+    with connection(with_dbname(url, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
+
+
+def drop_database(url: str) -> None:
+    name = database_name(url)
+    with connection(with_dbname(url, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def migrate(url: str, *, timescale: str = "auto") -> list[str]:
+    """Apply pending migrations; returns the ids applied. `timescale`: auto | off | require."""
+    from yoyo import get_backend, read_migrations
+
+    # The time-series migration reads this to decide hypertables vs plain tables (0002).
+    with connection(url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET eldercare.timescale = {}").format(
+                sql.Identifier(database_name(url)), sql.Literal(timescale)
+            )
+        )
+    backend = get_backend(_yoyo_url(url))
+    migrations = read_migrations(str(MIGRATIONS_DIR))
+    try:
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+    finally:
+        backend.connection.close()
+    applied = [m.id for m in pending]
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
+def _yoyo_url(url: str) -> str:
+    params = conninfo_to_dict(url)
+    user = params.get("user") or "postgres"
+    password = f":{params['password']}" if params.get("password") else ""
+    host = params.get("host") or "127.0.0.1"
+    port = params.get("port") or 5432
+    return f"postgresql+psycopg://{user}{password}@{host}:{port}/{params.get('dbname')}"
+
+
+def storage_kind(conn: psycopg.Connection) -> str:
+    """'timescaledb' when readings live in a hypertable, else 'postgresql'."""
+    row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    if not row or not row[0]:
+        return "postgresql"
+    row = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'reading'"
+    ).fetchone()
+    return "timescaledb" if row and row[0] else "postgresql"

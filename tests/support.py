@@ -1,0 +1,234 @@
+"""Helpers shared by the tests: waiting for conditions, devices that publish, the CLI, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import paho.mqtt.client as paho
+
+from eldercare.mqtt import connect_blocking, new_client
+from eldercare.settings import MqttEndpoint
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+ELDERCARE = str(Path(sys.executable).with_name("eldercare"))
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_msg_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Device:
+    device_id: str
+    password: str
+    resident_id: int | None
+    endpoint: MqttEndpoint
+    _client: paho.Client | None = field(default=None, repr=False)
+
+    def topic(self, channel: str) -> str:
+        return f"eldercare/v1/devices/{self.device_id}/{channel}"
+
+    def client(self) -> paho.Client:
+        if self._client is None:
+            client = new_client(
+                f"dev-{self.device_id}-{uuid.uuid4().hex[:6]}",
+                username=self.device_id,
+                password=self.password,
+            )
+            connect_blocking(client, self.endpoint)
+            self._client = client
+        return self._client
+
+    def publish(
+        self, channel: str, payload: Any, *, raw: bool = False, retain: bool = False
+    ) -> None:
+        data = payload if raw else orjson.dumps(payload)
+        info = self.client().publish(self.topic(channel), data, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"publish to {self.topic(channel)} not acknowledged"
+
+    def telemetry(
+        self, readings: dict[str, float], ts: Any = None, msg_id: str | None = None
+    ) -> str:
+        msg_id = msg_id or new_msg_id()
+        self.publish(
+            "telemetry",
+            {"msg_id": msg_id, "ts": ts if ts is not None else now_ms(), "readings": readings},
+        )
+        return msg_id
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+
+class Subscriber:
+    """Collects messages on a topic filter (e.g. a device's ack topic)."""
+
+    def __init__(self, endpoint: MqttEndpoint, username: str, password: str, topic: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self.client = new_client(
+            f"sub-{uuid.uuid4().hex[:8]}", username=username, password=password
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._ready.set()
+        connect_blocking(self.client, endpoint)
+        self.client.subscribe(topic, qos=1)
+        assert self._ready.wait(10), "subscription not confirmed"
+
+    def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((message.topic, message.payload))
+            self._cond.notify_all()
+
+    def wait(
+        self, predicate: Callable[[list[tuple[str, bytes]]], bool], timeout: float = 10
+    ) -> list[tuple[str, bytes]]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: predicate(self.messages), timeout), (
+                f"got only {self.messages}"
+            )
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def cli(
+    *args: str, env: dict[str, str], check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [ELDERCARE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"eldercare {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def cli_json(*args: str, env: dict[str, str]) -> Any:
+    return json.loads(cli(*args, "--json", env=env).stdout)
+
+
+class IngestProcess:
+    """A real `eldercare ingest` process, for crash and scale-out tests."""
+
+    def __init__(self, env: dict[str, str], instance: str, log_path: Path) -> None:
+        self.env = env
+        self.instance = instance
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = None
+
+    def start(self) -> IngestProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
+        self.process = subprocess.Popen(
+            [ELDERCARE, "ingest", "--instance", self.instance],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        return self
+
+    def wait_subscribed(self, times: int = 1, timeout: float = 30) -> None:
+        """Wait until the telemetry subscription was confirmed `times` times in the log."""
+        marker = f"eldercare-ingest-{self.instance}-telemetry subscribed to".encode()
+        wait_for(
+            lambda: self.log_path.read_bytes().count(marker) >= times,
+            timeout,
+            f"ingest {self.instance} subscribed",
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+def mosquitto_pub(
+    endpoint: MqttEndpoint, username: str, password: str, topic: str, payload: bytes, *extra: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Publish with the stock Mosquitto client (MQTT v5, QoS 1), payload bytes from stdin."""
+    return subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            endpoint.host,
+            "-p",
+            str(endpoint.port),
+            "-u",
+            username,
+            "-P",
+            password,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-V",
+            "5",
+            "-s",
+            *extra,
+        ],
+        input=payload,
+        capture_output=True,
+        timeout=30,
+    )

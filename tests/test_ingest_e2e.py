@@ -1,0 +1,225 @@
+"""End to end through the real broker: stored readings, quarantine reasons, ACLs, emergency events."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
+from tests.support import Subscriber, cli_json, mosquitto_pub, new_msg_id, now_ms, wait_for
+
+
+def _readings(conn, resident_id):
+    return conn.execute(
+        "SELECT metric, value, device_id, resident_id FROM reading WHERE resident_id = %s ORDER BY metric",
+        (resident_id,),
+    ).fetchall()
+
+
+def _quarantine(conn, device_id):
+    return conn.execute(
+        "SELECT reason, detail, payload FROM quarantine WHERE device_id = %s OR topic LIKE %s ORDER BY id",
+        (device_id, f"%/{device_id}/%"),
+    ).fetchall()
+
+
+def test_mosquitto_pub_reading_is_stored_and_listed(register, ingestor, endpoint, env, conn):
+    device = register("wristband")
+    payload = json.dumps(
+        {
+            "msg_id": "m-1",
+            "ts": datetime.now(UTC).isoformat(),
+            "readings": {"heart_rate": 71, "spo2": 97},
+        }
+    ).encode()
+    result = mosquitto_pub(
+        endpoint, device.device_id, device.password, device.topic("telemetry"), payload
+    )
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: len(_readings(conn, device.resident_id)) == 2, what="two readings stored")
+    rows = cli_json("readings", "--resident", str(device.resident_id), "--since", "10m", env=env)
+    assert {(r["metric"], r["value"]) for r in rows} == {("heart_rate", 71.0), ("spo2", 97.0)}
+    assert all(r["device_id"] == device.device_id for r in rows)
+
+
+def test_backlog_array_and_resent_message_are_stored_once(register, ingestor, conn):
+    device = register("spo2_clip")
+    start = now_ms() - 30 * 60_000
+    backlog = [
+        {"msg_id": f"b{i}", "ts": start + i * 60_000, "readings": {"spo2": 95 + i % 3}}
+        for i in range(20)
+    ]
+    device.publish("telemetry", backlog)
+    device.publish("telemetry", backlog[:5])  # the device re-sends part of it
+    device.publish(
+        "telemetry", {"msg_id": "other-id", "ts": start, "readings": {"spo2": 95}}
+    )  # same time
+    marker = device.telemetry({"heart_rate": 60})
+    wait_for(
+        lambda: conn.execute("SELECT 1 FROM reading WHERE msg_id = %s", (marker,)).fetchone(),
+        what="marker",
+    )
+    count = conn.execute(
+        "SELECT count(*) FROM reading WHERE device_id = %s AND metric = 'spo2'", (device.device_id,)
+    ).fetchone()[0]
+    assert count == 20
+
+
+BAD_CORPUS = [
+    ("invalid_json", b'{"msg_id": "x", "ts": '),
+    ("invalid_structure", b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": "fast"}}'),
+    ("invalid_structure", b'["not", "objects"]'),
+    ("non_finite", b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": NaN}}'),
+    ("non_finite", b'{"msg_id": "x", "ts": NOW, "readings": {"spo2": Infinity}}'),
+    ("unknown_metric", b'{"msg_id": "x", "ts": NOW, "readings": {"mood": 3}}'),
+    ("out_of_range", b'{"msg_id": "x", "ts": NOW, "readings": {"spo2": 140}}'),
+    ("future_timestamp", b'{"msg_id": "x", "ts": FUTURE, "readings": {"spo2": 97}}'),
+    ("too_old", b'{"msg_id": "x", "ts": "2001-01-01T00:00:00Z", "readings": {"spo2": 97}}'),
+    ("bad_timestamp", b'{"msg_id": "x", "ts": "2026-01-01 10:00", "readings": {"spo2": 97}}'),
+    (
+        "device_mismatch",
+        b'{"device_id": "someone-else", "msg_id": "x", "ts": NOW, "readings": {"spo2": 97}}',
+    ),
+    (
+        "invalid_utf8",
+        b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": 70}, "note": "\xff\xfe"}',
+    ),
+]
+
+
+def test_bad_messages_are_quarantined_with_reasons_and_good_ones_stored(register, ingestor, conn):
+    device = register("wristband")
+    now = now_ms()
+    expected = []
+    for index, (reason, template) in enumerate(BAD_CORPUS):
+        payload = template.replace(b"NOW", str(now).encode()).replace(
+            b"FUTURE", str(now + 3_600_000).encode()
+        )
+        device.publish("telemetry", payload, raw=True)
+        device.telemetry({"heart_rate": 60 + index})  # a valid message after each bad one
+        expected.append((reason, payload))
+    wait_for(
+        lambda: len(_quarantine(conn, device.device_id)) >= len(BAD_CORPUS), what="all quarantined"
+    )
+    wait_for(
+        lambda: len(_readings(conn, device.resident_id)) == len(BAD_CORPUS), what="valid readings"
+    )
+    rows = _quarantine(conn, device.device_id)
+    assert [(r[0], bytes(r[2])) for r in rows] == expected
+    assert all(r[1] for r in rows), "every rejection says why"
+
+
+def test_unknown_retired_and_unbound_devices_are_quarantined(
+    register, ingestor, endpoint, conn, env
+):
+    stranger = mosquitto_pub(
+        endpoint,
+        SERVICE_USER,
+        SERVICE_PASSWORD,
+        "eldercare/v1/devices/ghost-1/telemetry",
+        orjson.dumps({"msg_id": "g", "ts": now_ms(), "readings": {"spo2": 97}}),
+    )
+    assert stranger.returncode == 0
+    unbound = register("wristband", bound=False)
+    unbound.telemetry({"heart_rate": 70})
+    retired = register("wristband")
+    cli_json("devices", "retire", retired.device_id, env=env)
+    retired.telemetry({"heart_rate": 70})  # still connected: the broker keeps the old session
+    wait_for(lambda: _quarantine(conn, "ghost-1"), what="ghost quarantined")
+    wait_for(lambda: _quarantine(conn, unbound.device_id), what="unbound quarantined")
+    wait_for(lambda: _quarantine(conn, retired.device_id), what="retired quarantined")
+    assert _quarantine(conn, "ghost-1")[0][0] == "unknown_device"
+    assert _quarantine(conn, unbound.device_id)[0][0] == "unbound_device"
+    assert _quarantine(conn, retired.device_id)[0][0] == "retired_device"
+    listed = cli_json("quarantine", "list", "--reason", "unknown_device", env=env)
+    assert any(r["topic"] == "eldercare/v1/devices/ghost-1/telemetry" for r in listed)
+
+
+def test_oversized_payload_is_refused_by_the_broker(register, endpoint, conn):
+    device = register("wristband")
+    big = b'{"msg_id": "big", "ts": 1, "readings": {}, "pad": "' + b"x" * 70_000 + b'"}'
+    result = mosquitto_pub(
+        endpoint, device.device_id, device.password, device.topic("telemetry"), big
+    )
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode != 0 or "too large" in output.lower(), output
+    assert "too large" in output.lower() or "exceeded" in output.lower(), output
+
+
+def test_a_device_cannot_publish_into_another_devices_topics(register, endpoint, conn, ingestor):
+    alice, bob = register("wristband"), register("wristband")
+    payload = orjson.dumps({"msg_id": "evil", "ts": now_ms(), "readings": {"heart_rate": 180}})
+    result = mosquitto_pub(
+        endpoint, alice.device_id, alice.password, bob.topic("telemetry"), payload
+    )
+    assert result.returncode != 0 or b"not authorized" in (result.stdout + result.stderr).lower()
+    assert b"not authori" in (result.stdout + result.stderr).lower()
+    alice.telemetry({"heart_rate": 64})
+    wait_for(lambda: _readings(conn, alice.resident_id), what="alice's own reading")
+    assert _readings(conn, bob.resident_id) == []
+
+
+def test_wrong_password_is_refused(register, endpoint):
+    device = register("wristband")
+    result = mosquitto_pub(endpoint, device.device_id, "wrong", device.topic("telemetry"), b"{}")
+    assert result.returncode != 0
+
+
+def test_sos_is_stored_at_once_and_the_device_gets_an_ack(register, ingestor, endpoint, conn):
+    device = register("sos_button")
+    acks = Subscriber(endpoint, device.device_id, device.password, device.topic("ack"))
+    try:
+        msg_id = new_msg_id()
+        device.publish(
+            "events",
+            {
+                "msg_id": msg_id,
+                "ts": now_ms(),
+                "type": "sos",
+                "location": {"lat": 31.2, "lon": 121.5},
+            },
+        )
+        messages = acks.wait(lambda m: len(m) >= 1)
+        ack = orjson.loads(messages[0][1])
+        assert ack["msg_id"] == msg_id and ack["type"] == "sos" and ack["status"] == "received"
+        row = conn.execute(
+            "SELECT type, resident_id, lat FROM device_event WHERE msg_id = %s", (msg_id,)
+        ).fetchone()
+        assert row == ("sos", device.resident_id, 31.2)
+    finally:
+        acks.close()
+
+
+def test_status_and_last_will_update_presence(register, ingestor, conn):
+    device = register("wristband")
+    device.publish("status", {"online": True, "battery": 64, "firmware": "1.2.3"}, retain=True)
+    wait_for(
+        lambda: (
+            conn.execute(
+                "SELECT online, battery, firmware FROM device WHERE device_id = %s",
+                (device.device_id,),
+            ).fetchone()
+            == (True, 64, "1.2.3")
+        ),
+        what="online",
+    )
+    device.publish("status", {"online": False}, retain=True)
+    wait_for(
+        lambda: (
+            conn.execute(
+                "SELECT online FROM device WHERE device_id = %s", (device.device_id,)
+            ).fetchone()
+            == (False,)
+        ),
+        what="offline",
+    )
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM device_presence WHERE device_id = %s", (device.device_id,)
+        ).fetchone()[0]
+        == 2
+    )
