@@ -121,6 +121,12 @@ class TelemetryConsumer:
         self.connection.stop(end_session=leave)
         self.stop_event.set()
         self._thread.join(10)
+        if self.writer is not None:
+            log.info(
+                "telemetry: stored %d messages, quarantined %d",
+                self.writer.stored_messages,
+                self.writer.quarantined_messages,
+            )
 
     def _run(self) -> None:
         url = self.settings.require_database_url()

@@ -138,12 +138,19 @@ def decode_json(payload: bytes) -> Any:
         orjson_error = str(exc)
     # orjson refuses NaN/Infinity like any other syntax error; say precisely what was wrong.
     try:
-        json.loads(text, parse_constant=_refuse_constant)
+        json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except Invalid:
         raise
     except ValueError:
         pass
     raise Invalid(Reason.INVALID_JSON, f"not valid JSON: {orjson_error}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise Invalid(Reason.NON_FINITE, f"{text[:40]} overflows a double; send finite values only")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

@@ -71,8 +71,8 @@ def test_backlog_array_and_resent_message_are_stored_once(register, ingestor, co
 
 BAD_CORPUS = [
     ("invalid_json", b'{"msg_id": "x", "ts": '),
-    ("invalid_structure", b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": "fast"}}'),
-    ("invalid_structure", b'["not", "objects"]'),
+    ("invalid_structure", b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": "fast"}}'),
+    ("invalid_structure", b'"just a string"'),
     ("non_finite", b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": NaN}}'),
     ("non_finite", b'{"msg_id": "x", "ts": NOW, "readings": {"spo2": Infinity}}'),
     ("unknown_metric", b'{"msg_id": "x", "ts": NOW, "readings": {"mood": 3}}'),
@@ -86,7 +86,7 @@ BAD_CORPUS = [
     ),
     (
         "invalid_utf8",
-        b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": 70}, "note": "\xff\xfe"}',
+        b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": 70}, "note": "\xff\xfe"}',
     ),
 ]
 
@@ -100,7 +100,9 @@ def test_bad_messages_are_quarantined_with_reasons_and_good_ones_stored(register
             b"FUTURE", str(now + 3_600_000).encode()
         )
         device.publish("telemetry", payload, raw=True)
-        device.telemetry({"heart_rate": 60 + index})  # a valid message after each bad one
+        device.telemetry(
+            {"heart_rate": 60 + index}, ts=now - index
+        )  # a valid one after each bad one
         expected.append((reason, payload))
     wait_for(
         lambda: len(_quarantine(conn, device.device_id)) >= len(BAD_CORPUS), what="all quarantined"
@@ -108,6 +110,7 @@ def test_bad_messages_are_quarantined_with_reasons_and_good_ones_stored(register
     wait_for(
         lambda: len(_readings(conn, device.resident_id)) == len(BAD_CORPUS), what="valid readings"
     )
+    assert ingestor.telemetry.connection.connected.is_set(), "the ingestor keeps running"
     rows = _quarantine(conn, device.device_id)
     assert [(r[0], bytes(r[2])) for r in rows] == expected
     assert all(r[1] for r in rows), "every rejection says why"
