@@ -8,6 +8,7 @@ import typer
 
 from devices.cli import broker_app, devices_app, residents_app
 from eldercare import context
+from eldercare.bench_cli import bench_app
 from eldercare.output import emit_json, fail
 from eldercare.settings import redact_url
 from ingest import cli as ingest_cli
@@ -24,6 +25,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(ingest_cli.quarantine_app, name="quarantine")
 app.command("ingest")(ingest_cli.ingest)
 app.command("readings")(ingest_cli.readings)
+app.add_typer(bench_app, name="bench")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -72,3 +74,45 @@ def migrate(json: JsonOpt = False) -> None:
         emit_json({"applied": applied, "storage": kind})
     else:
         typer.echo(f"migrations applied: {', '.join(applied) or 'none pending'}; storage: {kind}")
+
+
+@app.command()
+def api(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default from settings).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings, 8000).")] = None,
+) -> None:
+    """Serve the HTTP API (health now; the doctors' API and dashboard later)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    cfg = context.settings()
+    uvicorn.run(
+        create_app(cfg), host=host or cfg.http_host, port=port or cfg.http_port, log_level="info"
+    )
+
+
+@app.command()
+def run(
+    residents: Annotated[int, typer.Option(help="Demo residents for the simulator.")] = 8,
+    simulate: Annotated[bool, typer.Option(help="Run the device simulator too.")] = True,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port (default 8000, or a free one).")
+    ] = None,
+) -> None:
+    """Start everything on this machine: database, broker, ingest, API and the device simulator.
+
+    With no settings it uses the local PostgreSQL (or a private one under var/) and always the
+    project's own Mosquitto; ELDERCARE_DATABASE_URL / ELDERCARE_MQTT_URL override. Ctrl-C stops it;
+    running it again keeps the data.
+    """
+    from eldercare.supervisor import RunOptions
+    from eldercare.supervisor import run as run_all
+
+    try:
+        code = run_all(RunOptions(residents=residents, simulate=simulate, http_port=http_port))
+    except RuntimeError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)

@@ -7,6 +7,7 @@ import threading
 from typing import Annotated
 
 import typer
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from eldercare import context
@@ -66,14 +67,43 @@ def readings(
     ] = "1h",
     metric: Annotated[str | None, typer.Option(help="Only this metric, e.g. spo2.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = 10_000,
+    bucket: Annotated[
+        str | None,
+        typer.Option(
+            help="Aggregate per minute, hour or day (avg/min/max/count), computed in the database."
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Stored readings of a resident, oldest first."""
+    """Stored readings of a resident, oldest first (raw, or bucketed with --bucket)."""
     params = {"resident_id": resident, "since": since(since_), "metric": metric, "limit": limit}
+    statement: sql.Composable = sql.SQL(queries.SELECT_READINGS)  # type: ignore[arg-type]
+    if bucket is not None:
+        if bucket not in ("minute", "hour", "day"):
+            fail("--bucket must be minute, hour or day")
+        view = sql.Identifier(f"reading_{bucket}")
+        statement = sql.SQL(queries.SELECT_ROLLUP).format(view=view)  # type: ignore[arg-type]
     with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(queries.SELECT_READINGS, params).fetchall()
+        rows = cur.execute(statement, params).fetchall()
     if json:
         emit_json(rows)
+        return
+    if bucket is not None:
+        table(
+            f"Readings of resident {resident} per {bucket}",
+            ["bucket", "metric", "avg", "min", "max", "n"],
+            [
+                (
+                    r["bucket"],
+                    r["metric"],
+                    round(r["avg_value"], 1),
+                    r["min_value"],
+                    r["max_value"],
+                    r["samples"],
+                )
+                for r in rows
+            ],
+        )
         return
     table(
         f"Readings of resident {resident}",

@@ -85,3 +85,14 @@ LIMIT %(limit)s
 """
 
 COUNT_QUARANTINE = "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY count(*) DESC"
+
+# One statement for every rollup width, on TimescaleDB (continuous aggregates) and PostgreSQL (views).
+SELECT_ROLLUP = """
+SELECT bucket, metric, avg_value, min_value, max_value, samples
+FROM {view}
+WHERE resident_id = %(resident_id)s
+  AND bucket >= %(since)s
+  AND (%(metric)s::text IS NULL OR metric = %(metric)s)
+ORDER BY bucket, metric
+LIMIT %(limit)s
+"""

@@ -1,0 +1,66 @@
+"""`eldercare bench …`: benchmarks (never timed unit tests); results go to docs/performance.md."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from eldercare import context
+from eldercare.output import emit_json, fail, table
+
+bench_app = typer.Typer(help="Benchmarks of the real pipeline on loopback.", no_args_is_help=True)
+
+
+def _server_url() -> str:
+    cfg = context.settings()
+    if cfg.database_url:
+        return cfg.database_url
+    from pathlib import Path
+
+    from eldercare.localdb import server_url
+    from eldercare.settings import var_dir
+
+    url, _private = server_url(Path(var_dir()))
+    return url
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    messages: Annotated[
+        int,
+        typer.Option(
+            help="Messages pre-loaded in the broker for the capacity run (3 readings each)."
+        ),
+    ] = 100_000,
+    rate: Annotated[
+        int, typer.Option(help="Live publish rate for the latency run, messages/s.")
+    ] = 2_000,
+    seconds: Annotated[float, typer.Option(help="Duration of the latency run.")] = 15.0,
+    devices: Annotated[int, typer.Option(help="Simulated devices the messages come from.")] = 50,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Capacity (messages/s drained with ack-after-commit and dedup), publish→commit latency at a
+    steady rate (p50/p99) and the ingest process's peak memory. Uses a throwaway database on the
+    configured PostgreSQL server and a private broker; leaves nothing behind."""
+    from ingest.bench import as_dict, run_bench
+
+    os.environ.setdefault("ELDERCARE_LOG_LEVEL", "WARNING")
+    try:
+        result = run_bench(
+            _server_url(),
+            messages=messages,
+            rate=rate,
+            seconds=seconds,
+            devices=devices,
+            quiet=json,
+        )
+    except RuntimeError as exc:
+        fail(str(exc))
+    if json:
+        emit_json(as_dict(result))
+        return
+    table(
+        "eldercare bench ingest", ["measure", "value"], [(k, v) for k, v in as_dict(result).items()]
+    )
