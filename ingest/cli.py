@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from typing import Annotated
@@ -15,6 +16,7 @@ from eldercare.output import emit_json, fail, since, table
 from ingest import queries
 from ingest.contract import Reason
 from ingest.settings import IngestSettings
+from ingest.slots import claim_slot
 
 quarantine_app = typer.Typer(
     help="Messages that were not accepted, with their reasons.", no_args_is_help=True
@@ -46,9 +48,14 @@ def ingest(
     context.configure_logging(cfg.log_level)
     overrides = {"instance": instance} if instance else {}
     ingest_cfg = IngestSettings(**overrides)  # type: ignore[arg-type]
+    claim = None
     try:
-        cfg.require_database_url()
+        url = cfg.require_database_url()
         cfg.mqtt  # noqa: B018 - fail early with the message saying how to configure it
+        if ingest_cfg.instance is None:
+            claim = claim_slot(url)
+            ingest_cfg = ingest_cfg.model_copy(update={"instance": claim.instance})
+            logging.getLogger(__name__).info("claimed ingest slot %s", claim.instance)
     except RuntimeError as exc:
         fail(str(exc))
     ingestor = Ingestor(cfg, ingest_cfg)
@@ -58,6 +65,8 @@ def ingest(
     ingestor.start()
     done.wait()
     ingestor.stop(leave=leave)
+    if claim is not None:
+        claim.release()
 
 
 def readings(

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import paho.mqtt.client as paho
 import psycopg
 
 from eldercare.mqtt import Connection
@@ -108,10 +107,8 @@ class TelemetryConsumer:
         )
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
 
-    def _on_message(self, message: paho.MQTTMessage, generation: int) -> None:
-        self.inbox.put(
-            Incoming(message.topic, message.payload, datetime.now(UTC), message.mid, generation)
-        )
+    def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
+        self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
 
     def start(self) -> None:
         self._thread.start()
@@ -140,8 +137,7 @@ class TelemetryConsumer:
             if not self._pending:
                 continue
             self.writer.write(self._pending)
-            for item in self._pending:
-                self.connection.ack(item.mid, item.generation)
+            self.connection.ack_many((item.mid, item.generation) for item in self._pending)
             self._pending = []
 
 
@@ -163,10 +159,8 @@ class EventConsumer:
         )
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
 
-    def _on_message(self, message: paho.MQTTMessage, generation: int) -> None:
-        self.inbox.put(
-            Incoming(message.topic, message.payload, datetime.now(UTC), message.mid, generation)
-        )
+    def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
+        self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
 
     def start(self) -> None:
         self._thread.start()
@@ -200,6 +194,8 @@ class Ingestor:
     """Both consumers of one ingest process."""
 
     def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        if not ingest.instance:
+            raise ValueError("an ingestor needs a stable instance name (see ingest/slots.py)")
         self.telemetry = TelemetryConsumer(settings, ingest)
         self.events = EventConsumer(settings, ingest)
 

@@ -63,14 +63,14 @@ class Rejection:
     payload: bytes  # the raw bytes of the message, or of the one rejected object of an array
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reading:
     metric: str
     value: float
     measured_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TelemetryObject:
     msg_id: str
     measured_at: datetime

