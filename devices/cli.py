@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from devices import broker_auth, service
-from devices.models import DEVICE_KINDS
+from devices.models import DEVICE_KINDS, Device
 from devices.service import EmergencyContact, RegistryError
 from eldercare import context
 from eldercare.output import emit_json, fail, table
@@ -122,7 +122,7 @@ def devices_add(
         typer.echo(f"MQTT password (shown only now, store it in the device): {new.mqtt_password}")
 
 
-def _device_json(device: service.Device) -> dict[str, object]:
+def _device_json(device: Device) -> dict[str, object]:
     from dataclasses import asdict
 
     return asdict(device)

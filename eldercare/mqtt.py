@@ -16,7 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.client import PUBACK
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -75,12 +75,16 @@ class _Client(paho.Client):
     # Set by Connection: QoS 1 PUBLISHes go straight to it as (topic, payload, mid, retain).
     raw_publish_handler: RawHandler | None = None
 
-    def _handle_publish(self) -> paho.MQTTErrorCode:
+    def _handle_publish(self) -> MQTTErrorCode:
         """A lean decoder for the ingest hot path: no MQTTMessage, no Properties objects, no
         per-topic callback matching — together half of paho's per-message cost (py-spy)."""
         handler = self.raw_publish_handler
         header = self._in_packet["command"]
-        if handler is None or (header & 0x06) >> 1 != 1 or self._protocol != MQTTProtocolVersion.MQTTv5:
+        if (
+            handler is None
+            or (header & 0x06) >> 1 != 1
+            or self._protocol != MQTTProtocolVersion.MQTTv5
+        ):
             return super()._handle_publish()
         packet = self._in_packet["packet"]
         topic_end = 2 + int.from_bytes(packet[0:2], "big")
@@ -98,17 +102,17 @@ class _Client(paho.Client):
             handler(topic, bytes(packet[pos + properties_length :]), mid, bool(header & 0x01))
         except Exception:
             log.exception("message handler failed for %s", topic)
-        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _create_socket(self) -> Any:
         return _BufferedSocket(super()._create_socket())
 
-    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         # Drain what is already buffered instead of one select() round per packet.
         rc = super().loop_read(max_packets)
         sock = self._sock
         for _ in range(10_000):
-            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS or sock is not self._sock:
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is not self._sock:
                 break
             if not isinstance(sock, _BufferedSocket) or not sock.pending():
                 break
@@ -123,7 +127,7 @@ def new_client(
     password: str | None,
     manual_ack: bool = False,
     will: Will | None = None,
-) -> paho.Client:
+) -> _Client:
     client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -140,7 +144,7 @@ def new_client(
 
 
 def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     if receive_maximum:
         props.ReceiveMaximum = receive_maximum
@@ -253,7 +257,7 @@ class Connection:
         """Disconnect; with end_session the broker forgets the session (`ingest --leave`)."""
         props = None
         if end_session:
-            props = Properties(PacketTypes.DISCONNECT)
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
         self.client.disconnect(properties=props)
         self.client.loop_stop()

@@ -99,9 +99,9 @@ class Settings(BaseSettings):
         return self.database_url
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings() -> Settings:
     env_file = local_env_file()
-    return Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file if env_file.exists() else None)  # type: ignore[call-arg]
 
 
 def write_local_env(values: dict[str, str]) -> Path:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import paho.mqtt.client as paho
 from rich.progress import Progress
 
 from devices import broker_auth, service
@@ -148,7 +149,7 @@ class _Bench:
         else:
             raise RuntimeError(f"the ingestor did not subscribe; see {self.tmp / 'ingest.log'}")
 
-    def publisher(self) -> object:
+    def publisher(self) -> paho.Client:
         client = new_client(
             f"bench-pub-{uuid.uuid4().hex[:6]}", username=SERVICE_USER, password=self.password
         )
@@ -198,15 +199,15 @@ def capacity(bench: _Bench, messages: int) -> tuple[float, int]:
             client.publish(
                 f"eldercare/v1/devices/{device}/telemetry", _payload(seq, start_ms + seq), qos=1
             )
-        )  # type: ignore[attr-defined]
+        )
         if seq % 1000 == 999:
             infos[-1].wait_for_publish(60)
             bench.progress.update(task, completed=seq + 1)
     for info in infos:
         info.wait_for_publish(60)
     bench.progress.update(task, completed=messages)
-    client.disconnect()  # type: ignore[attr-defined]
-    client.loop_stop()  # type: ignore[attr-defined]
+    client.disconnect()
+    client.loop_stop()
     expected = messages * 3
     drain = bench.progress.add_task("ingest draining", total=expected)
     began = time.monotonic()
@@ -267,14 +268,14 @@ def latency(bench: _Bench, rate: int, seconds: float) -> list[float]:
             }
         )
         sent_at[seq] = time.monotonic()
-        client.publish(f"eldercare/v1/devices/{device}/telemetry", payload, qos=1)  # type: ignore[attr-defined]
+        client.publish(f"eldercare/v1/devices/{device}/telemetry", payload, qos=1)
         if seq % 200 == 0:
             bench.progress.update(task, completed=seq)
     bench.progress.update(task, completed=total)
     watcher.join(60)
     done.set()
-    client.disconnect()  # type: ignore[attr-defined]
-    client.loop_stop()  # type: ignore[attr-defined]
+    client.disconnect()
+    client.loop_stop()
     return [(c - s) * 1000 for s, c in zip(sent_at, committed_at, strict=True) if c]
 
 
@@ -282,7 +283,7 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_bench(

@@ -28,7 +28,8 @@ def ingest(
     instance: Annotated[
         str | None,
         typer.Option(
-            help="Stable name of this ingestor; a restart with the same name resumes its broker session (default: host name)."
+            help="Stable name of this ingestor; a restart with the same name resumes its broker "
+            "session (default: the lowest free numbered slot, see ingest/slots.py)."
         ),
     ] = None,
     leave: Annotated[
@@ -86,12 +87,12 @@ def readings(
 ) -> None:
     """Stored readings of a resident, oldest first (raw, or bucketed with --bucket)."""
     params = {"resident_id": resident, "since": since(since_), "metric": metric, "limit": limit}
-    statement: sql.Composable = sql.SQL(queries.SELECT_READINGS)  # type: ignore[arg-type]
+    statement: sql.SQL | sql.Composed = sql.SQL(queries.SELECT_READINGS)
     if bucket is not None:
         if bucket not in ("minute", "hour", "day"):
             fail("--bucket must be minute, hour or day")
         view = sql.Identifier(f"reading_{bucket}")
-        statement = sql.SQL(queries.SELECT_ROLLUP).format(view=view)  # type: ignore[arg-type]
+        statement = sql.SQL(queries.SELECT_ROLLUP).format(view=view)
     with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(statement, params).fetchall()
     if json:

@@ -31,7 +31,9 @@ class SlotClaim:
 
 
 def claim_slot(database_url: str) -> SlotClaim:
-    conn = connect_with_retry(database_url, autocommit=True, application_name="eldercare-ingest-slot")
+    conn = connect_with_retry(
+        database_url, autocommit=True, application_name="eldercare-ingest-slot"
+    )
     for slot in range(1, MAX_SLOTS + 1):
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, slot)).fetchone()
         if row and row[0]:

@@ -28,13 +28,10 @@ _KEEPALIVE = {
 def connect(
     url: str, *, autocommit: bool = False, application_name: str = "eldercare"
 ) -> psycopg.Connection:
-    return psycopg.connect(
-        url,
-        autocommit=autocommit,
-        application_name=application_name,
-        connect_timeout=10,
-        **_KEEPALIVE,
+    conninfo = make_conninfo(
+        url, application_name=application_name, connect_timeout=10, **_KEEPALIVE
     )
+    return psycopg.connect(conninfo, autocommit=autocommit)
 
 
 @retry(
@@ -62,7 +59,7 @@ def connection(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connec
 def with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo("", **params)  # type: ignore[arg-type]
+    return make_conninfo("", **params)
 
 
 def database_name(url: str) -> str:

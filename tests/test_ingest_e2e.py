@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
-import pytest
 
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import Subscriber, cli_json, mosquitto_pub, new_msg_id, now_ms, wait_for

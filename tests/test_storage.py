@@ -144,7 +144,10 @@ def test_duplicate_readings_are_refused_by_the_key(conn):
         datetime.now(UTC),
         "m1",
     )
-    insert = "INSERT INTO reading (device_id, metric, measured_at, resident_id, value, received_at, msg_id) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+    insert = (
+        "INSERT INTO reading (device_id, metric, measured_at, resident_id, value, received_at, msg_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
     conn.execute(insert, row)
     with pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(insert, row)
