@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from devices.cli import broker_app, devices_app, residents_app
+from devices.simulator.cli import simulate
 from eldercare import context
 from eldercare.bench_cli import bench_app
 from eldercare.output import emit_json, fail
@@ -26,6 +27,7 @@ app.add_typer(ingest_cli.quarantine_app, name="quarantine")
 app.command("ingest")(ingest_cli.ingest)
 app.command("readings")(ingest_cli.readings)
 app.add_typer(bench_app, name="bench")
+app.command("simulate")(simulate)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -99,7 +101,7 @@ def run(
     residents: Annotated[int, typer.Option(help="Demo residents for the simulator.")] = 8,
     simulate: Annotated[bool, typer.Option(help="Run the device simulator too.")] = True,
     http_port: Annotated[
-        int | None, typer.Option(help="HTTP port (default 8000, or a free one).")
+        int | None, typer.Option(help="HTTP port (default 8000 or the last one used if free; 0: any free port).")
     ] = None,
 ) -> None:
     """Start everything on this machine: database, broker, ingest, API and the device simulator.

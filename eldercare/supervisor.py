@@ -21,7 +21,7 @@ from pathlib import Path
 from devices import broker_auth, service
 from eldercare.broker import Broker
 from eldercare.localdb import PrivatePostgres, server_url
-from eldercare.ports import port_is_free
+from eldercare.ports import free_port, port_is_free
 from eldercare.settings import load_settings, redact_url, var_dir, write_local_env
 from store import db
 
@@ -52,8 +52,6 @@ def _pick_port(preferred: int | None, default: int) -> int:
     for port in (preferred, default):
         if port and port_is_free(port):
             return port
-    from eldercare.ports import free_port
-
     return free_port()
 
 
@@ -95,7 +93,10 @@ def run(options: RunOptions) -> int:
                 broker_auth.sync(conn, broker.passwd_path, broker.acl_path, None)
             broker.start()
             mqtt_url = f"mqtt://127.0.0.1:{broker.port}"
-        http_port = options.http_port or _pick_port(previous.http_port, 8000)
+        if options.http_port is None:
+            http_port = _pick_port(previous.http_port, 8000)
+        else:
+            http_port = options.http_port or free_port()  # 0: any free port
         write_local_env(
             {
                 "database_url": database_url,
@@ -123,7 +124,6 @@ def run(options: RunOptions) -> int:
                         str(options.residents),
                         "--fleet",
                         "demo",
-                        "--quiet",
                     ],
                 )
             )
