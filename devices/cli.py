@@ -235,7 +235,8 @@ def broker_sync(
         conn.execute("LISTEN eldercare_registry")
         typer.echo(f"watching the registry; auth files in {auth}", err=True)
         while True:
-            # Drain first, then query: the notifies() generator holds the connection.
-            pending = list(conn.notifies(timeout=30, stop_after=1))
-            if pending:
+            # Drain first, then query: the notifies() generator holds the connection. A burst of
+            # changes (a fleet being registered) becomes one sync.
+            if list(conn.notifies(timeout=30, stop_after=1)):
+                list(conn.notifies(timeout=0.05))
                 broker_auth.sync(conn, auth / "passwd", auth / "acl", pid)
