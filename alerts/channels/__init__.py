@@ -1,0 +1,1 @@
+"""Notification channels, each a small module behind one interface (base.Channel)."""

@@ -1,0 +1,47 @@
+"""The one interface every notification channel implements.
+
+The outbox (alerts/outbox.py) hands each channel one `Delivery` at a time and records the outcome:
+returning means delivered; `ChannelError` means not delivered (retried with backoff when
+`retryable`). A channel never blocks the others: each delivery is a separate outbox row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Recipient:
+    kind: str  # 'doctor' (also duty desks), 'contact' (emergency contact), 'webhook', 'device'
+    id: str
+    name: str = ""
+    email: str | None = None
+    phone: str | None = None
+    # webhook recipients: where and with which secret
+    url: str | None = None
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    notification_id: int
+    idempotency_key: str  # stable across retries and restarts: receivers deduplicate on it
+    channel: str
+    recipient: Recipient
+    # The notification as JSON: {"kind": "raised"|"reminder"|"escalation"|..., "alert": {...}}
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelError(Exception):
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, delivery: Delivery) -> None:
+        """Deliver or raise ChannelError. Must not log secrets or health data beyond the ids."""
+        ...
