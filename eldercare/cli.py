@@ -101,7 +101,10 @@ def run(
     residents: Annotated[int, typer.Option(help="Demo residents for the simulator.")] = 8,
     simulate: Annotated[bool, typer.Option(help="Run the device simulator too.")] = True,
     http_port: Annotated[
-        int | None, typer.Option(help="HTTP port (default 8000 or the last one used if free; 0: any free port).")
+        int | None,
+        typer.Option(
+            help="HTTP port (default 8000 or the last one used if free; 0: any free port)."
+        ),
     ] = None,
 ) -> None:
     """Start everything on this machine: database, broker, ingest, API and the device simulator.
