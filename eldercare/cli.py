@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from alerts.cli import alerts_app
+from care.cli import care_app
 from devices.cli import broker_app, devices_app, residents_app
 from devices.simulator.cli import simulate
 from eldercare import context
@@ -28,6 +30,8 @@ app.command("ingest")(ingest_cli.ingest)
 app.command("readings")(ingest_cli.readings)
 app.add_typer(bench_app, name="bench")
 app.command("simulate")(simulate)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(care_app, name="care")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 

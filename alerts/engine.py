@@ -1,0 +1,262 @@
+"""The alert engine process (`eldercare alerts run`).
+
+- Emergency events arrive by PostgreSQL NOTIFY from the ingestor and are handled at once on their own
+  thread: alert raised, doctor's MQTT topic and device ack sent before anything else happens.
+- A tick (every second by the clock) evaluates the reading rules for residents with new readings,
+  the device timers (no data, low battery), due escalations and reminders, and sends what is due.
+- Slow channels (e-mail, webhooks) have their own dispatcher thread, so they never delay the others.
+Everything it decides is in the database first; a restart continues from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+
+from alerts import outbox, queries, service
+from alerts.channels.base import Channel
+from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
+from alerts.clock import Clock, SystemClock
+from alerts.models import Finding
+from alerts.rules import CLEARS_AFTER, TITLES, REALTIME, Limits, Sample, Window, evaluate
+from alerts.settings import AlertSettings
+from alerts.timers import DeviceState, device_findings
+from eldercare.mqtt import _Client, connect_blocking, new_client
+from eldercare.settings import Settings
+from store.db import connect_with_retry
+
+log = logging.getLogger(__name__)
+
+FAST_CHANNELS = ("mqtt", "device_ack")
+SLOW_CHANNELS = ("email", "webhook")
+LOOKBACK = timedelta(hours=1)
+CANCELS = {"sos_cancel": "sos", "fall_cancel": "fall"}
+
+
+class AlertEngine:
+    def __init__(
+        self, settings: Settings, alerts: AlertSettings, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.config = alerts
+        self.clock = clock or SystemClock()
+        self.url = settings.require_database_url()
+        self.stop_event = threading.Event()
+        self.client: _Client = new_client(
+            f"eldercare-alerts-{id(self):x}",
+            username=settings.mqtt_service_username,
+            password=settings.mqtt_service_password,
+        )
+        self.fast: dict[str, Channel] = {}
+        self.slow: dict[str, Channel] = {}
+        self._since = datetime.now(UTC) - REALTIME
+        self._threads: list[threading.Thread] = []
+
+    # --- set-up -------------------------------------------------------------------------------
+    def connect(self) -> None:
+        connect_blocking(self.client, self.settings.mqtt)
+        self.fast = {
+            "mqtt": DoctorTopicChannel(self.client, 10),
+            "device_ack": DeviceAckChannel(self.client, 10),
+        }
+        self.slow = self._slow_channels()
+
+    def _slow_channels(self) -> dict[str, Channel]:
+        channels: dict[str, Channel] = {}
+        try:
+            from alerts.channels.webhook import WebhookChannel
+
+            channels["webhook"] = WebhookChannel()
+        except ImportError:  # pragma: no cover - the module ships with the package
+            log.warning("webhook channel unavailable")
+        if self.config.smtp_host:
+            from alerts.channels.email import EmailChannel
+
+            channels["email"] = EmailChannel(
+                self.config.smtp_host,
+                self.config.smtp_port,
+                self.config.smtp_sender,
+                username=self.config.smtp_username,
+                password=self.config.smtp_password,
+                starttls=self.config.smtp_starttls,
+            )
+        return channels
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(10)
+        for channel in self.slow.values():
+            close = getattr(channel, "close", None)
+            if close:
+                close()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- events -------------------------------------------------------------------------------
+    def handle_event(self, conn: psycopg.Connection, event_id: int) -> int | None:
+        """Turn one stored device event into alert changes (once); returns the alert id touched."""
+        now = self.clock.now()
+        with conn.transaction():
+            row = conn.execute(queries.LOCK_EVENT, (event_id,)).fetchone()
+            if row is None:
+                return None  # handled already (or by another engine)
+            _id, device_id, resident_id, kind, occurred_at = row
+            conn.execute(queries.MARK_EVENT, (now, event_id))
+            alert = None
+            if kind in ("sos", "fall"):
+                delay = (
+                    timedelta(seconds=self.config.fall_cancel_window_s)
+                    if kind == "fall"
+                    else timedelta(0)
+                )
+                finding = Finding(
+                    rule=kind,
+                    severity="critical",
+                    title=TITLES[kind],
+                    detail={"event_id": event_id, "occurred_at": occurred_at.isoformat()},
+                    device_id=device_id,
+                )
+                alert = service.raise_finding(
+                    conn,
+                    resident_id=resident_id,
+                    finding=finding,
+                    now=now,
+                    event_id=event_id,
+                    delay=delay,
+                    actor=f"device:{device_id}",
+                )
+            elif kind in CANCELS:
+                with conn.cursor() as cur:
+                    found = cur.execute(
+                        queries.LOCK_UNRESOLVED, {"resident_id": resident_id, "rule": CANCELS[kind]}
+                    ).fetchone()
+                if found is not None:
+                    alert = service.resolve(
+                        conn,
+                        found[0],
+                        actor=f"device:{device_id}",
+                        now=now,
+                        automatic=True,
+                        note=f"cancelled on the device ({kind})",
+                    )
+        return alert.id if alert else None
+
+    def catch_up_events(self, conn: psycopg.Connection) -> None:
+        for event_id, *_ in conn.execute(queries.UNPROCESSED_EVENTS).fetchall():
+            self.handle_event(conn, event_id)
+
+    # --- readings and timers -----------------------------------------------------------------
+    def evaluate_readings(self, conn: psycopg.Connection, now: datetime) -> None:
+        wall = datetime.now(UTC)
+        since, self._since = self._since, wall - timedelta(seconds=5)  # overlap: commit lag
+        residents = conn.execute(
+            queries.RESIDENTS_WITH_NEW_READINGS, {"since": since, "realtime_start": now - REALTIME}
+        ).fetchall()
+        for (resident_id,) in residents:
+            self.evaluate_resident(conn, resident_id, now)
+
+    def evaluate_resident(
+        self, conn: psycopg.Connection, resident_id: int, now: datetime
+    ) -> list[Finding]:
+        samples: dict[str, list[Sample]] = {}
+        for metric, value, measured_at, device_id in conn.execute(
+            queries.WINDOW_READINGS,
+            {"resident_id": resident_id, "start": now - LOOKBACK, "now": now},
+        ):
+            samples.setdefault(metric, []).append(Sample(value, measured_at, device_id))
+        overrides = {
+            m: Limits(lo, hi) for m, lo, hi in conn.execute(queries.OVERRIDES, (resident_id,))
+        }
+        findings = evaluate(Window(resident_id, now, samples, overrides))
+        for finding in findings:
+            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+        with conn.transaction():
+            service.settle_cleared(conn, resident_id, {f.rule for f in findings}, CLEARS_AFTER, now)
+        return findings
+
+    def check_devices(self, conn: psycopg.Connection, now: datetime) -> None:
+        devices = [DeviceState(*row) for row in conn.execute(queries.DEVICE_STATES).fetchall()]
+        found = device_findings(devices, now)
+        for resident_id, finding in found:
+            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+        active = {f.rule for _, f in found}
+        for alert_id, rule in conn.execute(queries.UNRESOLVED_DEVICE_ALERTS).fetchall():
+            if rule not in active:
+                service.resolve(
+                    conn,
+                    alert_id,
+                    actor="system",
+                    now=now,
+                    automatic=True,
+                    note="the device is reporting again"
+                    if rule.startswith("no_data")
+                    else "battery recovered",
+                )
+
+    def tick(self, conn: psycopg.Connection) -> None:
+        now = self.clock.now()
+        self.catch_up_events(conn)
+        self.evaluate_readings(conn, now)
+        self.check_devices(conn, now)
+        service.run_due(conn, now)
+        outbox.dispatch(conn, self.fast, now)
+
+    # --- threads ------------------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in (
+            (self._listen, "alert-events"),
+            (self._tick_loop, "alert-tick"),
+            (self._slow_loop, "alert-slow"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _listen(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                with connect_with_retry(
+                    self.url, autocommit=True, application_name="eldercare-alerts-events"
+                ) as conn:
+                    conn.execute("LISTEN eldercare_device_event")
+                    self.catch_up_events(conn)
+                    while not self.stop_event.is_set():
+                        # Drain first: the notifies() generator holds the connection.
+                        for note in list(conn.notifies(timeout=0.5, stop_after=1)):
+                            event_id = int(orjson.loads(note.payload)["id"])
+                            alert_id = self.handle_event(conn, event_id)
+                            if alert_id is not None:
+                                outbox.dispatch(
+                                    conn, self.fast, self.clock.now(), alert_id=alert_id
+                                )
+            except psycopg.OperationalError as exc:
+                log.error("alert events: lost the database (%s); reconnecting", exc)
+                self.stop_event.wait(1)
+
+    def _tick_loop(self) -> None:
+        self._loop(lambda conn: self.tick(conn), "eldercare-alerts-tick")
+
+    def _slow_loop(self) -> None:
+        self._loop(
+            lambda conn: outbox.dispatch(conn, self.slow, self.clock.now()) if self.slow else None,
+            "eldercare-alerts-slow",
+        )
+
+    def _loop(self, step: object, name: str) -> None:
+        while not self.stop_event.is_set():
+            try:
+                with connect_with_retry(self.url, autocommit=True, application_name=name) as conn:
+                    while not self.stop_event.is_set():
+                        step(conn)  # type: ignore[operator]
+                        self.stop_event.wait(self.config.tick_s)
+            except psycopg.OperationalError as exc:
+                log.error("%s: lost the database (%s); reconnecting", name, exc)
+                self.stop_event.wait(1)
+            except Exception:
+                log.exception("%s failed; retrying in a moment", name)
+                self.stop_event.wait(self.config.tick_s)

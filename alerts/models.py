@@ -1,0 +1,53 @@
+"""Alert domain types: severities, findings of rules, alert rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+SEVERITY_ZH: dict[str, str] = {"info": "提示", "warning": "警告", "critical": "紧急"}
+
+
+def worse(a: str, b: str) -> bool:
+    """True when severity `a` is worse than `b`."""
+    return SEVERITY_RANK[a] > SEVERITY_RANK[b]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a rule found about one resident at one moment: raise (or keep) this alert."""
+
+    rule: str
+    severity: Severity
+    title: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    device_id: str | None = None
+    # Not snoozable: SOS, fall, NEWS2 high and anything else critical.
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    resident_id: int | None
+    rule: str
+    severity: str
+    state: str
+    title: str
+    detail: dict[str, Any]
+    device_id: str | None
+    opened_at: datetime
+    last_seen_at: datetime
+    occurrences: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note: str | None
+    tier: int
+    next_tier_at: datetime | None
+    next_reminder_at: datetime | None
+    reminders_sent: int

@@ -1,0 +1,243 @@
+"""SQL of the alert domain, in one place. Every statement takes `now` as a parameter: the engine's
+clock, not the database's, decides time (tests move it by hand)."""
+
+ALERT_COLUMNS = """
+id, resident_id, rule, severity, state, title, detail, device_id, opened_at, last_seen_at,
+occurrences, acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution_note,
+tier, next_tier_at, next_reminder_at, reminders_sent
+"""
+
+LOCK_UNRESOLVED = f"""
+SELECT {ALERT_COLUMNS} FROM alert
+WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND state <> 'resolved'
+FOR UPDATE
+"""
+
+LOCK_ALERT = f"SELECT {ALERT_COLUMNS} FROM alert WHERE id = %s FOR UPDATE"
+SELECT_ALERT = f"SELECT {ALERT_COLUMNS} FROM alert WHERE id = %s"
+
+INSERT_ALERT = f"""
+INSERT INTO alert (resident_id, rule, severity, state, title, detail, device_id, event_id,
+                   opened_at, last_seen_at, tier, next_tier_at)
+VALUES (%(resident_id)s, %(rule)s, %(severity)s, %(state)s, %(title)s, %(detail)s, %(device_id)s,
+        %(event_id)s, %(now)s, %(now)s, 0, %(next_tier_at)s)
+RETURNING {ALERT_COLUMNS}
+"""
+
+REPEAT_ALERT = """
+UPDATE alert SET last_seen_at = %(now)s, occurrences = occurrences + 1, cleared_since = NULL,
+       detail = %(detail)s
+WHERE id = %(id)s
+"""
+
+RAISE_SEVERITY = """
+UPDATE alert SET severity = %(severity)s, title = %(title)s WHERE id = %(id)s
+"""
+
+SET_STATE = """
+UPDATE alert SET state = %(state)s,
+    acknowledged_at = CASE WHEN %(state)s = 'acknowledged' THEN %(now)s ELSE acknowledged_at END,
+    acknowledged_by = CASE WHEN %(state)s = 'acknowledged' THEN %(actor)s ELSE acknowledged_by END,
+    resolved_at = CASE WHEN %(state)s = 'resolved' THEN %(now)s ELSE resolved_at END,
+    resolved_by = CASE WHEN %(state)s = 'resolved' THEN %(actor)s ELSE resolved_by END,
+    resolution_note = CASE WHEN %(state)s = 'resolved' THEN %(note)s ELSE resolution_note END,
+    next_tier_at = CASE WHEN %(state)s IN ('acknowledged', 'resolved') THEN NULL ELSE next_tier_at END,
+    next_reminder_at = CASE WHEN %(state)s IN ('acknowledged', 'resolved') THEN NULL ELSE next_reminder_at END
+WHERE id = %(id)s
+"""
+
+SET_TIMERS = """
+UPDATE alert SET state = %(state)s, tier = %(tier)s, next_tier_at = %(next_tier_at)s,
+       next_reminder_at = %(next_reminder_at)s, reminders_sent = %(reminders_sent)s
+WHERE id = %(id)s
+"""
+
+INSERT_TRANSITION = """
+INSERT INTO alert_transition (alert_id, at, actor, action, from_state, to_state, severity, note)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id
+"""
+
+NOTIFY_STREAM = "SELECT pg_notify('eldercare_alert', %s)"
+
+DUE_TIERS = """
+SELECT id FROM alert
+WHERE state IN ('pending', 'open') AND next_tier_at <= %(now)s
+ORDER BY next_tier_at LIMIT 500
+"""
+
+DUE_REMINDERS = """
+SELECT id FROM alert
+WHERE state = 'open' AND next_reminder_at <= %(now)s
+ORDER BY next_reminder_at LIMIT 500
+"""
+
+UNRESOLVED_READING_ALERTS = """
+SELECT id, rule, cleared_since FROM alert
+WHERE resident_id = %(resident_id)s AND state <> 'resolved' AND rule = ANY(%(rules)s)
+"""
+
+MARK_CLEARED = (
+    "UPDATE alert SET cleared_since = %(now)s WHERE id = %(id)s AND cleared_since IS NULL"
+)
+
+UNRESOLVED_DEVICE_ALERTS = """
+SELECT id, rule FROM alert WHERE state <> 'resolved' AND (rule LIKE 'no_data:%%' OR rule LIKE 'low_battery:%%')
+"""
+
+POLICY = """
+SELECT reminder_every_s, tiers FROM escalation_policy
+WHERE severity = %(severity)s AND (institution_id = %(institution_id)s OR institution_id IS NULL)
+ORDER BY institution_id NULLS LAST LIMIT 1
+"""
+
+PERSON_COLUMNS = "d.id, d.name, d.email, d.channels, d.quiet_start, d.quiet_end, d.timezone"
+
+RESIDENT_INSTITUTION = """
+SELECT r.institution_id, i.kind FROM resident r LEFT JOIN institution i ON i.id = r.institution_id
+WHERE r.id = %s
+"""
+
+CONTRACTED_DOCTOR = f"""
+SELECT {PERSON_COLUMNS}, d.team, d.institution_id
+FROM contract c JOIN doctor d ON d.id = c.doctor_id
+WHERE c.resident_id = %(resident_id)s AND c.valid_from <= %(now)s
+  AND (c.valid_to IS NULL OR c.valid_to > %(now)s) AND d.active
+ORDER BY c.valid_from DESC LIMIT 1
+"""
+
+TEAM = f"""
+SELECT {PERSON_COLUMNS} FROM doctor d
+WHERE d.team = %(team)s AND d.institution_id IS NOT DISTINCT FROM %(institution_id)s
+  AND d.id <> %(doctor_id)s AND d.role = 'doctor' AND d.active
+ORDER BY d.id
+"""
+
+DUTY_DESK = f"""
+SELECT {PERSON_COLUMNS} FROM doctor d
+WHERE d.role = 'duty_desk' AND d.active AND d.institution_id = %(institution_id)s
+ORDER BY d.id LIMIT 1
+"""
+
+DEFAULT_DUTY_DESK = f"""
+SELECT {PERSON_COLUMNS} FROM doctor d
+JOIN institution i ON i.id = d.institution_id
+WHERE d.role = 'duty_desk' AND i.kind = 'duty_desk' AND d.active
+ORDER BY d.id LIMIT 1
+"""
+
+PARTNER_INSTITUTION = """
+SELECT medical_institution_id FROM cooperation_agreement
+WHERE care_home_id = %(institution_id)s AND valid_from <= %(now)s
+  AND (valid_to IS NULL OR valid_to > %(now)s)
+ORDER BY valid_from DESC LIMIT 1
+"""
+
+CONTACTS = """
+SELECT id, name, phone FROM emergency_contact WHERE resident_id = %s ORDER BY priority, id
+"""
+
+RESIDENT_NAME = "SELECT name, spo2_scale FROM resident WHERE id = %s"
+
+NOTIFIED_RECIPIENTS = """
+SELECT DISTINCT recipient_kind, recipient_id FROM notification
+WHERE alert_id = %s AND kind IN ('raised', 'escalation') AND recipient_kind IN ('doctor', 'contact')
+"""
+
+ACTIVE_SNOOZERS = "SELECT doctor_id FROM alert_snooze WHERE alert_id = %s AND until > %s"
+
+UPSERT_SNOOZE = """
+INSERT INTO alert_snooze (alert_id, doctor_id, until) VALUES (%s, %s, %s)
+ON CONFLICT (alert_id, doctor_id) DO UPDATE SET until = EXCLUDED.until
+"""
+
+WEBHOOKS = """
+SELECT id, name, url, secret, min_severity FROM webhook_subscription WHERE active ORDER BY id
+"""
+
+INSERT_NOTIFICATION = """
+INSERT INTO notification (alert_id, kind, recipient_kind, recipient_id, channel, payload,
+                          idempotency_key, state, created_at, next_attempt_at)
+VALUES (%(alert_id)s, %(kind)s, %(recipient_kind)s, %(recipient_id)s, %(channel)s, %(payload)s,
+        %(key)s, %(state)s, %(now)s, %(now)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+DUE_NOTIFICATIONS = """
+SELECT id FROM notification
+WHERE state = 'pending' AND next_attempt_at <= %(now)s AND channel = ANY(%(channels)s)
+  AND (%(alert_id)s::bigint IS NULL OR alert_id = %(alert_id)s)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+CLAIM_NOTIFICATION = """
+SELECT id, alert_id, kind, recipient_kind, recipient_id, channel, payload, idempotency_key, attempts
+FROM notification WHERE id = %s AND state = 'pending'
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_SENT = (
+    "UPDATE notification SET state = 'sent', sent_at = %s, attempts = attempts + 1 WHERE id = %s"
+)
+
+MARK_RETRY = """
+UPDATE notification SET attempts = attempts + 1, last_error = %(error)s, next_attempt_at = %(next)s,
+       state = CASE WHEN %(give_up)s THEN 'failed' ELSE 'pending' END
+WHERE id = %(id)s
+"""
+
+DOCTOR_CONTACT = "SELECT id, name, email FROM doctor WHERE id = %s"
+CONTACT_ROW = "SELECT id, name, phone FROM emergency_contact WHERE id = %s"
+WEBHOOK_ROW = "SELECT id, name, url, secret FROM webhook_subscription WHERE id = %s"
+
+UNPROCESSED_EVENTS = """
+SELECT id, device_id, resident_id, type, occurred_at FROM device_event
+WHERE alert_processed_at IS NULL ORDER BY id LIMIT 200
+"""
+
+LOCK_EVENT = """
+SELECT id, device_id, resident_id, type, occurred_at FROM device_event
+WHERE id = %s AND alert_processed_at IS NULL FOR UPDATE SKIP LOCKED
+"""
+
+MARK_EVENT = "UPDATE device_event SET alert_processed_at = %s WHERE id = %s"
+
+RESIDENTS_WITH_NEW_READINGS = """
+SELECT DISTINCT resident_id FROM reading
+WHERE received_at > %(since)s AND measured_at >= %(realtime_start)s
+"""
+
+WINDOW_READINGS = """
+SELECT metric, value, measured_at, device_id FROM reading
+WHERE resident_id = %(resident_id)s AND measured_at >= %(start)s AND measured_at <= %(now)s
+ORDER BY measured_at
+"""
+
+OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
+
+DEVICE_STATES = """
+SELECT d.device_id, d.kind, b.resident_id, d.online, d.battery, d.last_seen_at, b.bound_at,
+       d.expected_interval_s
+FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+WHERE d.status = 'active'
+"""
+
+LIST_ALERTS = f"""
+SELECT {ALERT_COLUMNS} FROM alert
+WHERE (%(state)s::text IS NULL OR state = %(state)s OR (%(state)s = 'unresolved' AND state <> 'resolved'))
+  AND (%(resident_id)s::bigint IS NULL OR resident_id = %(resident_id)s)
+  AND (%(severity)s::text IS NULL OR severity = %(severity)s)
+ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, opened_at DESC
+LIMIT %(limit)s
+"""
+
+TIMELINE = """
+SELECT at, actor, action, from_state, to_state, severity, note FROM alert_transition
+WHERE alert_id = %s ORDER BY id
+"""
+
+NOTIFICATIONS_OF = """
+SELECT kind, recipient_kind, recipient_id, channel, state, attempts, sent_at FROM notification
+WHERE alert_id = %s ORDER BY id
+"""

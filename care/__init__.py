@@ -1,0 +1,1 @@
+"""Care relationships: institutions, doctors and duty desks, contracts, agreements, policies."""

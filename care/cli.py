@@ -1,0 +1,199 @@
+"""`eldercare care …`: institutions, doctors, contracts, agreements, policies, thresholds, webhooks."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Annotated, Any
+
+import typer
+
+from care import service
+from care.service import CareError
+from eldercare import context
+from eldercare.output import emit_json, fail
+
+care_app = typer.Typer(
+    help="Care relationships: who looks after whom, and who is alerted when.", no_args_is_help=True
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _run(json: bool, action: Any, **kwargs: Any) -> None:
+    with context.database() as conn:
+        try:
+            result = action(conn, **kwargs)
+        except CareError as exc:
+            fail(str(exc))
+    if json:
+        emit_json(result)
+    else:
+        typer.echo(", ".join(f"{k}: {v}" for k, v in (result or {}).items()))
+
+
+@care_app.command("institution")
+def institution(
+    name: Annotated[str, typer.Option(help="e.g. 某某社区卫生服务中心")],
+    kind: Annotated[str, typer.Option(help=", ".join(service.INSTITUTION_KINDS))],
+    phone: Annotated[str | None, typer.Option()] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Add an institution (with its duty desk, which receives alerts without a contracted doctor)."""
+    _run(json, service.add_institution, name=name, kind=kind, phone=phone)
+
+
+@care_app.command("doctor")
+def doctor(
+    name: Annotated[str, typer.Option()],
+    institution: Annotated[int | None, typer.Option(help="Institution id.")] = None,
+    team: Annotated[
+        str | None, typer.Option(help="Family-doctor team name (家庭医生团队).")
+    ] = None,
+    phone: Annotated[str | None, typer.Option()] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Add a doctor."""
+    _run(
+        json,
+        service.add_doctor,
+        name=name,
+        institution_id=institution,
+        team=team,
+        phone=phone,
+        email=email,
+    )
+
+
+@care_app.command("preferences")
+def preferences(
+    doctor_id: Annotated[int, typer.Argument(help="Doctor id.")],
+    channels: Annotated[
+        str | None,
+        typer.Option(help='JSON, e.g. {"critical": ["mqtt", "email"], "warning": ["mqtt"]}'),
+    ] = None,
+    quiet: Annotated[
+        str | None,
+        typer.Option(help="Quiet hours HH:MM-HH:MM in the doctor's zone; never for critical."),
+    ] = None,
+    timezone: Annotated[str | None, typer.Option(help="e.g. Asia/Shanghai")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Set a doctor's channels per severity and quiet hours."""
+    start = end = None
+    if quiet:
+        try:
+            start, end = quiet.split("-")
+        except ValueError:
+            fail("--quiet takes HH:MM-HH:MM, e.g. 22:00-07:00")
+    try:
+        parsed = jsonlib.loads(channels) if channels else None
+    except ValueError:
+        fail('--channels takes JSON, e.g. {"warning": ["mqtt"]}')
+    _run(
+        json,
+        service.set_preferences,
+        doctor_id=doctor_id,
+        channels=parsed,
+        quiet_start=start,
+        quiet_end=end,
+        timezone=timezone,
+    )
+
+
+@care_app.command("contract")
+def contract(
+    resident: Annotated[int, typer.Option(help="Resident id.")],
+    doctor: Annotated[int, typer.Option(help="Doctor id.")],
+    json: JsonOpt = False,
+) -> None:
+    """Sign a resident with a family doctor (家庭医生签约), valid from now."""
+    _run(json, service.add_contract, resident_id=resident, doctor_id=doctor)
+
+
+@care_app.command("home")
+def home(
+    resident: Annotated[int, typer.Option(help="Resident id.")],
+    institution: Annotated[int, typer.Option(help="The care home or community health centre.")],
+) -> None:
+    """Say which institution a resident belongs to (care home, or the area's health centre)."""
+    with context.database() as conn:
+        try:
+            service.set_resident_institution(conn, resident_id=resident, institution_id=institution)
+        except CareError as exc:
+            fail(str(exc))
+    typer.echo(f"resident {resident} belongs to institution {institution}")
+
+
+@care_app.command("agreement")
+def agreement(
+    care_home: Annotated[int, typer.Option(help="Care home institution id.")],
+    medical: Annotated[int, typer.Option(help="Partner medical institution id.")],
+    json: JsonOpt = False,
+) -> None:
+    """Record a care home's medical cooperation agreement."""
+    _run(json, service.add_agreement, care_home_id=care_home, medical_institution_id=medical)
+
+
+@care_app.command("policy")
+def policy(
+    severity: Annotated[str, typer.Option(help="info | warning | critical")],
+    tiers: Annotated[
+        str,
+        typer.Option(
+            help='JSON list, e.g. [{"after_s": 0, "notify": ["contracted_doctor"]}, {"after_s": 600, "notify": ["duty_desk"]}]'
+        ),
+    ],
+    institution: Annotated[
+        int | None, typer.Option(help="Institution id (default: the default policy).")
+    ] = None,
+    reminder_every: Annotated[
+        int | None, typer.Option(help="Seconds between reminders until acknowledged.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Set the escalation policy for a severity."""
+    try:
+        parsed = jsonlib.loads(tiers)
+    except ValueError:
+        fail("--tiers takes a JSON list of tiers")
+    _run(
+        json,
+        service.set_policy,
+        institution_id=institution,
+        severity=severity,
+        tiers=parsed,
+        reminder_every_s=reminder_every,
+    )
+
+
+@care_app.command("threshold")
+def threshold(
+    resident: Annotated[int, typer.Option(help="Resident id.")],
+    metric: Annotated[str, typer.Option(help="e.g. systolic_bp")],
+    low: Annotated[float | None, typer.Option()] = None,
+    high: Annotated[float | None, typer.Option()] = None,
+    by: Annotated[str, typer.Option(help="Who sets it (doctor).")] = "cli",
+    json: JsonOpt = False,
+) -> None:
+    """Override a metric's alert thresholds for one resident."""
+    _run(
+        json,
+        service.set_threshold,
+        resident_id=resident,
+        metric=metric,
+        low=low,
+        high=high,
+        set_by=by,
+    )
+
+
+@care_app.command("webhook")
+def webhook(
+    name: Annotated[str, typer.Option()],
+    url: Annotated[str, typer.Option()],
+    secret: Annotated[str, typer.Option(help="Shared HMAC secret (never printed back).")],
+    min_severity: Annotated[str, typer.Option(help="info | warning | critical")] = "warning",
+    json: JsonOpt = False,
+) -> None:
+    """Subscribe a platform (e.g. a 12349 service platform) to alerts by signed webhook."""
+    _run(json, service.add_webhook, name=name, url=url, secret=secret, min_severity=min_severity)

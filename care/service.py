@@ -1,0 +1,241 @@
+"""Reads and writes of care relationships (data + CLI now; the HTTP API builds on these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+INSTITUTION_KINDS = (
+    "community_health_centre",
+    "township_hospital",
+    "care_home",
+    "care_home_medical_room",
+    "partner_hospital",
+    "duty_desk",
+)
+TIER_TARGETS = ("contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts")
+CHANNELS = ("mqtt", "email")
+
+
+class CareError(Exception):
+    """A request about care relationships that is refused; the message says what to do."""
+
+
+def _one(conn: psycopg.Connection, sql: str, params: Any) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(sql, params).fetchone()
+    assert row is not None
+    return row
+
+
+def _exists(conn: psycopg.Connection, table: str, row_id: int, what: str) -> None:
+    if conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (row_id,)).fetchone() is None:
+        raise CareError(f"no {what} {row_id}")
+
+
+def add_institution(
+    conn: psycopg.Connection,
+    *,
+    name: str,
+    kind: str,
+    phone: str | None = None,
+    with_duty_desk: bool = True,
+) -> dict[str, Any]:
+    """An institution, and (by default) its duty desk as a recipient of alerts."""
+    if kind not in INSTITUTION_KINDS:
+        raise CareError(f"unknown institution kind {kind!r}; known: {', '.join(INSTITUTION_KINDS)}")
+    with conn.transaction():
+        row = _one(
+            conn,
+            "INSERT INTO institution (name, kind, phone) VALUES (%s, %s, %s) RETURNING *",
+            (name, kind, phone),
+        )
+        if with_duty_desk:
+            desk = _one(
+                conn,
+                "INSERT INTO doctor (name, role, institution_id, phone) "
+                "VALUES (%s, 'duty_desk', %s, %s) RETURNING id",
+                (f"{name} 值班台", row["id"], phone),
+            )
+            row["duty_desk_id"] = desk["id"]
+    return row
+
+
+def add_doctor(
+    conn: psycopg.Connection,
+    *,
+    name: str,
+    institution_id: int | None = None,
+    team: str | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+) -> dict[str, Any]:
+    with conn.transaction():
+        if institution_id is not None:
+            _exists(conn, "institution", institution_id, "institution")
+        return _one(
+            conn,
+            "INSERT INTO doctor (name, institution_id, team, phone, email) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id, name, role, institution_id, team, phone, email, "
+            "channels",
+            (name, institution_id, team, phone, email),
+        )
+
+
+def set_preferences(
+    conn: psycopg.Connection,
+    *,
+    doctor_id: int,
+    channels: dict[str, list[str]] | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """Which channels for which severities, and quiet hours (never applied to critical alerts)."""
+    if channels is not None:
+        for severity, names in channels.items():
+            if severity not in ("info", "warning", "critical"):
+                raise CareError(f"unknown severity {severity!r}: use info, warning or critical")
+            unknown = [n for n in names if n not in CHANNELS]
+            if unknown:
+                raise CareError(
+                    f"unknown channel {', '.join(unknown)}; doctors get: {', '.join(CHANNELS)}"
+                )
+        if "mqtt" not in channels.get("critical", ["mqtt"]):
+            raise CareError(
+                "critical alerts always go to the doctor's app (mqtt); add other channels to it"
+            )
+    with conn.transaction():
+        _exists(conn, "doctor", doctor_id, "doctor")
+        return _one(
+            conn,
+            "UPDATE doctor SET channels = coalesce(%s, channels), quiet_start = coalesce(%s::time, "
+            "quiet_start), quiet_end = coalesce(%s::time, quiet_end), timezone = coalesce(%s, timezone) "
+            "WHERE id = %s RETURNING id, name, channels, quiet_start, quiet_end, timezone",
+            (
+                Jsonb(channels) if channels is not None else None,
+                quiet_start,
+                quiet_end,
+                timezone,
+                doctor_id,
+            ),
+        )
+
+
+def add_contract(
+    conn: psycopg.Connection,
+    *,
+    resident_id: int,
+    doctor_id: int,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+) -> dict[str, Any]:
+    """家庭医生签约: the resident's contracted family doctor from `valid_from` (default now)."""
+    with conn.transaction():
+        _exists(conn, "resident", resident_id, "resident")
+        _exists(conn, "doctor", doctor_id, "doctor")
+        return _one(
+            conn,
+            "INSERT INTO contract (resident_id, doctor_id, valid_from, valid_to) "
+            "VALUES (%s, %s, coalesce(%s, now()), %s) RETURNING *",
+            (resident_id, doctor_id, valid_from, valid_to),
+        )
+
+
+def set_resident_institution(
+    conn: psycopg.Connection, *, resident_id: int, institution_id: int
+) -> None:
+    with conn.transaction():
+        _exists(conn, "resident", resident_id, "resident")
+        _exists(conn, "institution", institution_id, "institution")
+        conn.execute(
+            "UPDATE resident SET institution_id = %s WHERE id = %s", (institution_id, resident_id)
+        )
+
+
+def add_agreement(
+    conn: psycopg.Connection, *, care_home_id: int, medical_institution_id: int
+) -> dict[str, Any]:
+    """A care home's medical cooperation agreement: covers all of the care home's residents."""
+    with conn.transaction():
+        _exists(conn, "institution", care_home_id, "institution")
+        _exists(conn, "institution", medical_institution_id, "institution")
+        return _one(
+            conn,
+            "INSERT INTO cooperation_agreement (care_home_id, medical_institution_id) "
+            "VALUES (%s, %s) RETURNING *",
+            (care_home_id, medical_institution_id),
+        )
+
+
+def set_policy(
+    conn: psycopg.Connection,
+    *,
+    institution_id: int | None,
+    severity: str,
+    tiers: list[dict[str, Any]],
+    reminder_every_s: int | None,
+) -> dict[str, Any]:
+    """Escalation tiers for one severity (institution None: the default policy)."""
+    if severity not in ("info", "warning", "critical"):
+        raise CareError("severity must be info, warning or critical")
+    if not tiers or tiers[0].get("after_s") != 0:
+        raise CareError("the first tier must notify at once (after_s 0)")
+    for tier in tiers:
+        unknown = [t for t in tier.get("notify", []) if t not in TIER_TARGETS]
+        if unknown or not tier.get("notify"):
+            raise CareError(f"each tier notifies some of: {', '.join(TIER_TARGETS)}")
+    with conn.transaction():
+        if institution_id is not None:
+            _exists(conn, "institution", institution_id, "institution")
+        return _one(
+            conn,
+            "INSERT INTO escalation_policy (institution_id, severity, reminder_every_s, tiers) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (institution_id, severity) DO UPDATE SET "
+            "reminder_every_s = EXCLUDED.reminder_every_s, tiers = EXCLUDED.tiers RETURNING *",
+            (institution_id, severity, reminder_every_s, Jsonb(tiers)),
+        )
+
+
+def set_threshold(
+    conn: psycopg.Connection,
+    *,
+    resident_id: int,
+    metric: str,
+    low: float | None,
+    high: float | None,
+    set_by: str,
+) -> dict[str, Any]:
+    from ingest.metrics import METRICS
+
+    if metric not in METRICS:
+        raise CareError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    with conn.transaction():
+        _exists(conn, "resident", resident_id, "resident")
+        return _one(
+            conn,
+            "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (resident_id, metric) DO UPDATE SET "
+            "low = EXCLUDED.low, high = EXCLUDED.high, set_by = EXCLUDED.set_by, set_at = now() "
+            "RETURNING *",
+            (resident_id, metric, low, high, set_by),
+        )
+
+
+def add_webhook(
+    conn: psycopg.Connection, *, name: str, url: str, secret: str, min_severity: str = "warning"
+) -> dict[str, Any]:
+    if not url.startswith(("http://", "https://")):
+        raise CareError("the webhook URL must start with http:// or https://")
+    with conn.transaction():
+        row = _one(
+            conn,
+            "INSERT INTO webhook_subscription (name, url, secret, min_severity) VALUES "
+            "(%s, %s, %s, %s) RETURNING id, name, url, min_severity",
+            (name, url, secret, min_severity),
+        )
+    return row

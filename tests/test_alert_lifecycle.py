@@ -1,0 +1,259 @@
+"""Alert life cycle against the real database and broker, time moved by a controllable clock:
+escalation tiers, reminders, acknowledgement, snooze, restart without lost or doubled notifications."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from alerts import outbox, service
+from alerts.channels.mqtt import doctor_topic
+from alerts.clock import ManualClock
+from alerts.engine import AlertEngine
+from alerts.models import Finding
+from alerts.service import AlertError
+from alerts.settings import AlertSettings
+from care import service as care
+from devices import service as devices
+from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
+from tests.support import Subscriber
+
+
+@pytest.fixture()
+def circle(conn):
+    """A health centre with its duty desk, a two-doctor team, a resident signed with doctor A."""
+    tag = uuid.uuid4().hex[:6]
+    centre = care.add_institution(
+        conn, name=f"社区卫生服务中心 {tag}", kind="community_health_centre"
+    )
+    doctor_a = care.add_doctor(
+        conn,
+        name="张医生",
+        institution_id=centre["id"],
+        team=f"team-{tag}",
+        email="zhang@example.org",
+    )
+    doctor_b = care.add_doctor(conn, name="李医生", institution_id=centre["id"], team=f"team-{tag}")
+    resident = devices.add_resident(
+        conn, name="王秀英", contacts=[devices.EmergencyContact("王小明", "13800000000", "son")]
+    )
+    care.set_resident_institution(conn, resident_id=resident.id, institution_id=centre["id"])
+    care.add_contract(
+        conn,
+        resident_id=resident.id,
+        doctor_id=doctor_a["id"],
+        valid_from=datetime.now(UTC) - timedelta(days=30),
+    )
+    return {
+        "resident": resident.id,
+        "a": doctor_a["id"],
+        "b": doctor_b["id"],
+        "desk": centre["duty_desk_id"],
+        "centre": centre["id"],
+    }
+
+
+@pytest.fixture()
+def clock():
+    return ManualClock(datetime.now(UTC))
+
+
+def _finding(rule="spo2_low", severity="warning"):
+    return Finding(rule=rule, severity=severity, title="血氧过低 / Low SpO2", detail={"value": 93})
+
+
+def _sent(conn, alert_id, kind=None):
+    rows = conn.execute(
+        "SELECT kind, recipient_kind, recipient_id, channel, idempotency_key, state FROM notification "
+        "WHERE alert_id = %s AND (%s::text IS NULL OR kind = %s) ORDER BY id",
+        (alert_id, kind, kind),
+    ).fetchall()
+    return rows
+
+
+def _doctors(rows, channel="mqtt"):
+    return sorted(int(r[2]) for r in rows if r[1] == "doctor" and r[3] == channel)
+
+
+def test_not_acknowledged_escalates_on_time_and_acknowledging_stops_reminders(conn, circle, clock):
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+    )
+    assert alert.state == "open"
+    assert _doctors(_sent(conn, alert.id, "raised")) == [circle["a"]]
+    assert {r[3] for r in _sent(conn, alert.id, "raised") if r[1] == "doctor"} == {"mqtt", "email"}
+
+    clock.advance(timedelta(minutes=15))
+    service.run_due(conn, clock.now())
+    assert _doctors(_sent(conn, alert.id, "reminder")) == [circle["a"]], "first reminder at 15 min"
+    clock.advance(timedelta(minutes=14, seconds=59))
+    service.run_due(conn, clock.now())
+    assert _sent(conn, alert.id, "escalation") == [], (
+        "warning policy escalates at 30 min, not before"
+    )
+    clock.advance(timedelta(seconds=1))
+    service.run_due(conn, clock.now())
+    assert _doctors(_sent(conn, alert.id, "escalation")) == [circle["desk"]]
+
+    service.acknowledge(conn, alert.id, actor=f"doctor:{circle['a']}", now=clock.now())
+    before = len(_sent(conn, alert.id, "reminder"))
+    clock.advance(timedelta(hours=3))
+    service.run_due(conn, clock.now())
+    assert len(_sent(conn, alert.id, "reminder")) == before, (
+        "no reminders after the acknowledgement"
+    )
+    acked = _sent(conn, alert.id, "acknowledged")
+    assert {int(r[2]) for r in acked if r[1] == "doctor"} == {circle["a"], circle["desk"]}, (
+        "others learn who took it"
+    )
+    timeline = [
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM alert_transition WHERE alert_id = %s ORDER BY id", (alert.id,)
+        )
+    ]
+    assert timeline == ["raised", "escalated", "acknowledged"]
+
+
+def test_dedup_counts_repeats_and_worsening_raises_severity_and_renotifies(conn, circle, clock):
+    first = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+    )
+    again = service.raise_finding(
+        conn,
+        resident_id=circle["resident"],
+        finding=_finding(),
+        now=clock.advance(timedelta(seconds=30)),
+    )
+    assert again.id == first.id and again.occurrences == 2 and again.severity == "warning"
+    worse = service.raise_finding(
+        conn,
+        resident_id=circle["resident"],
+        finding=_finding(severity="critical"),
+        now=clock.advance(timedelta(seconds=30)),
+    )
+    assert worse.id == first.id and worse.severity == "critical"
+    assert _doctors(_sent(conn, first.id, "severity_raised")) == [circle["a"]]
+    open_alerts = conn.execute(
+        "SELECT count(*) FROM alert WHERE resident_id = %s AND rule = 'spo2_low' AND state <> 'resolved'",
+        (circle["resident"],),
+    ).fetchone()[0]
+    assert open_alerts == 1
+
+
+def test_critical_cannot_be_snoozed_and_snooze_is_per_person(conn, circle, clock):
+    critical = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
+    )
+    with pytest.raises(AlertError, match="cannot be snoozed"):
+        service.snooze(
+            conn,
+            critical.id,
+            doctor_id=circle["a"],
+            until=clock.now() + timedelta(hours=1),
+            now=clock.now(),
+        )
+
+    warning = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
+    )
+    clock.advance(timedelta(minutes=31))
+    service.run_due(conn, clock.now())  # escalated to the duty desk: two people are on it now
+    service.snooze(
+        conn,
+        warning.id,
+        doctor_id=circle["a"],
+        until=clock.now() + timedelta(hours=2),
+        now=clock.now(),
+    )
+    before = {r[4] for r in _sent(conn, warning.id, "reminder")}
+    clock.advance(timedelta(minutes=15))
+    service.run_due(conn, clock.now())
+    new = [r for r in _sent(conn, warning.id, "reminder") if r[4] not in before]
+    assert _doctors(new) == [circle["desk"]], "A's snooze silences A only"
+    assert service.get_alert(conn, warning.id).state == "open", "a snooze is not an acknowledgement"
+
+
+def test_restart_mid_escalation_loses_and_doubles_nothing(conn, database_url, circle, clock):
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
+    )
+    clock.advance(timedelta(minutes=5))
+    # A process dies in the middle of escalating: its transaction never commits.
+    with pytest.raises(RuntimeError):
+        with conn.transaction():
+            service.run_due(conn, clock.now())
+            raise RuntimeError("kill -9")
+    assert _sent(conn, alert.id, "escalation") == []
+    # Another process (a restart) continues; running the same step twice changes nothing more.
+    from store.db import connection
+
+    with connection(database_url, autocommit=True) as restarted:
+        service.run_due(restarted, clock.now())
+        service.run_due(restarted, clock.now())
+    escalation = _sent(conn, alert.id, "escalation")
+    assert _doctors(escalation) == [circle["b"]], "tier 2 of the critical policy: the team"
+    keys = [r[4] for r in _sent(conn, alert.id)]
+    assert len(keys) == len(set(keys))
+    clock.advance(timedelta(minutes=5))
+    service.run_due(conn, clock.now())
+    contacts = [r for r in _sent(conn, alert.id, "escalation") if r[1] == "contact"]
+    assert len(contacts) == 1, "tier 3: the emergency contacts (through the platforms' webhooks)"
+
+
+def test_notifications_reach_the_doctors_mqtt_topic_exactly_once(
+    conn, circle, clock, settings, endpoint
+):
+    engine = AlertEngine(settings, AlertSettings(), clock=clock)
+    engine.connect()
+    inbox = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(circle["a"]))
+    try:
+        alert = service.raise_finding(
+            conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+        )
+        assert outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id) >= 1
+        assert outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id) == 0, (
+            "sent rows stay sent"
+        )
+        messages = inbox.wait(lambda m: len(m) >= 1)
+        body = orjson.loads(messages[0][1])
+        assert body["kind"] == "raised" and body["alert"]["id"] == alert.id
+        assert body["alert"]["resident"]["name"] == "王秀英" and body["idempotency_key"]
+        assert len(inbox.messages) == 1
+    finally:
+        inbox.close()
+        engine.close()
+
+
+def test_a_channel_that_is_not_configured_retries_with_backoff_without_blocking_others(
+    conn, circle, clock, settings
+):
+    engine = AlertEngine(settings, AlertSettings(), clock=clock)
+    engine.connect()
+    try:
+        alert = service.raise_finding(
+            conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+        )
+        channels = {**engine.fast, "email": _Failing()}
+        outbox.dispatch(conn, channels, clock.now(), alert_id=alert.id)
+        states = {r[3]: r[5] for r in _sent(conn, alert.id, "raised") if r[1] == "doctor"}
+        assert states == {"mqtt": "sent", "email": "pending"}
+        attempts, next_at = conn.execute(
+            "SELECT attempts, next_attempt_at FROM notification WHERE alert_id = %s AND channel = 'email'",
+            (alert.id,),
+        ).fetchone()
+        assert attempts == 1 and next_at > clock.now()
+    finally:
+        engine.close()
+
+
+class _Failing:
+    name = "email"
+
+    def send(self, delivery):
+        from alerts.channels.base import ChannelError
+
+        raise ChannelError("SMTP server down")
