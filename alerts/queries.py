@@ -217,8 +217,10 @@ ORDER BY measured_at
 OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
 
 DEVICE_STATES = """
-SELECT d.device_id, d.kind, b.resident_id, d.online, d.battery, d.last_seen_at, b.bound_at,
-       d.expected_interval_s
+SELECT d.device_id, d.kind, b.resident_id,
+       -- NULL: never reported a status (so no Last Will either), not "offline"
+       CASE WHEN EXISTS (SELECT 1 FROM device_presence p WHERE p.device_id = d.device_id) THEN d.online END,
+       d.battery, d.last_seen_at, b.bound_at, d.expected_interval_s
 FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
 WHERE d.status = 'active'
 """

@@ -26,7 +26,7 @@ class DeviceState:
     device_id: str
     kind: str
     resident_id: int
-    online: bool
+    online: bool | None  # None: it never reported a status
     battery: int | None
     last_seen_at: datetime | None
     bound_at: datetime
@@ -41,7 +41,8 @@ def allowed_silence(device: DeviceState) -> timedelta:
 def silence(device: DeviceState, now: datetime) -> Finding | None:
     heard = max(device.last_seen_at or device.bound_at, device.bound_at)
     silent_for = now - heard
-    limit = OFFLINE_GRACE if not device.online and device.last_seen_at else allowed_silence(device)
+    offline = device.online is False
+    limit = OFFLINE_GRACE if offline else allowed_silence(device)
     if silent_for < limit:
         return None
     return Finding(
@@ -53,7 +54,7 @@ def silence(device: DeviceState, now: datetime) -> Finding | None:
             "kind": device.kind,
             "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
             "silent_s": int(silent_for.total_seconds()),
-            "offline": not device.online,
+            "offline": offline,
         },
         device_id=device.device_id,
         at=now,

@@ -101,12 +101,19 @@ def register(database_url: str, broker: Broker, endpoint: MqttEndpoint) -> Itera
     """register(kind='wristband', bound=True) -> Device with broker login ready."""
     created: list[Device] = []
 
-    def _register(kind: str = "wristband", *, bound: bool = True, name: str = "测试老人") -> Device:
+    def _register(
+        kind: str = "wristband",
+        *,
+        bound: bool = True,
+        name: str = "测试老人",
+        resident_id: int | None = None,
+    ) -> Device:
         device_id = f"{kind}-{uuid.uuid4().hex[:10]}"
         # Worn since yesterday, so that backlog uploads fall inside the binding.
         a_day_ago = datetime.now(UTC) - timedelta(days=1)
         with db.connection(database_url, autocommit=True) as c:
-            resident_id = service.add_resident(c, name=name).id if bound else None
+            if resident_id is None and bound:
+                resident_id = service.add_resident(c, name=name).id
             new = service.add_device(
                 c, device_id=device_id, kind=kind, resident_id=resident_id, bound_from=a_day_ago
             )
