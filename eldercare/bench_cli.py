@@ -64,3 +64,31 @@ def bench_ingest(
     table(
         "eldercare bench ingest", ["measure", "value"], [(k, v) for k, v in as_dict(result).items()]
     )
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    presses: Annotated[int, typer.Option(help="SOS presses (one resident and button each).")] = 100,
+    interval: Annotated[float, typer.Option(help="Seconds between presses.")] = 0.2,
+    warmup: Annotated[
+        float, typer.Option(help="Seconds of telemetry flood before the first press.")
+    ] = 5.0,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """SOS published → notification on the doctor's MQTT topic (p50/p99), measured while a publisher
+    floods ingest with telemetry. Runs ingest and the alert engine as processes against a throwaway
+    database and a private broker; leaves nothing behind."""
+    from alerts.bench import as_dict, run_bench
+
+    try:
+        result = run_bench(
+            _server_url(), presses=presses, interval_s=interval, warmup_s=warmup, quiet=json
+        )
+    except RuntimeError as exc:
+        fail(str(exc))
+    if json:
+        emit_json(as_dict(result))
+        return
+    table(
+        "eldercare bench alerts", ["measure", "value"], [(k, v) for k, v in as_dict(result).items()]
+    )

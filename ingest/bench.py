@@ -67,7 +67,9 @@ def machine_description() -> str:
     )
 
 
-class _Bench:
+class BenchSystem:
+    """A throwaway database, a private broker and helpers to run eldercare processes against them."""
+
     def __init__(self, server_url: str, devices: int, progress: Progress) -> None:
         self.progress = progress
         self.tmp = Path(tempfile.mkdtemp(prefix="eldercare-bench-"))
@@ -110,16 +112,16 @@ class _Bench:
             "ELDERCARE_LOG_LEVEL": "INFO",
         }
 
+    def spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+        """Start `eldercare <args>` against this system, output to a log file in the temp dir."""
+        with open(self.tmp / log, "ab") as handle:
+            exe = str(Path(sys.executable).with_name("eldercare"))
+            return subprocess.Popen(
+                [exe, *args], env=self.env(), stdout=handle, stderr=subprocess.STDOUT
+            )
+
     def start_ingest(self) -> None:
-        log = open(self.tmp / "ingest.log", "ab")  # noqa: SIM115 - the child keeps it
-        exe = str(Path(sys.executable).with_name("eldercare"))
-        self.ingest = subprocess.Popen(
-            [exe, "ingest", "--instance", "bench"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        self.ingest = self.spawn("ingest", "--instance", "bench", log="ingest.log")
 
     def stop_ingest(self) -> float:
         """Stop the ingestor; returns its peak RSS in MiB."""
@@ -148,6 +150,29 @@ class _Bench:
             time.sleep(0.05)
         else:
             raise RuntimeError(f"the ingestor did not subscribe; see {self.tmp / 'ingest.log'}")
+
+    def wait_session_started(self) -> None:
+        """Wait until a freshly started ingestor has subscribed (both sessions)."""
+        deadline = time.monotonic() + 30
+        log = self.tmp / "ingest.log"
+        while time.monotonic() < deadline:
+            if log.exists() and log.read_bytes().count(b"subscribed to") >= 2:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the ingestor did not subscribe; see {log}")
+
+    def device_client(self, device_id: str, password: str) -> paho.Client:
+        """A connected client logged in as a device (retrying while the broker reloads its logins)."""
+        client = new_client(f"bench-{device_id}", username=device_id, password=password)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                connect_blocking(client, self.endpoint)
+                return client
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def publisher(self) -> paho.Client:
         client = new_client(
@@ -184,7 +209,7 @@ def _payload(seq: int, ts_ms: int) -> bytes:
     )
 
 
-def capacity(bench: _Bench, messages: int) -> tuple[float, int]:
+def capacity(bench: BenchSystem, messages: int) -> tuple[float, int]:
     """Pre-load `messages` for the stopped ingestor's session, then time the drain."""
     bench.wait_session()
     bench.stop_ingest()
@@ -222,7 +247,7 @@ def capacity(bench: _Bench, messages: int) -> tuple[float, int]:
     return messages / elapsed, expected
 
 
-def latency(bench: _Bench, rate: int, seconds: float) -> list[float]:
+def latency(bench: BenchSystem, rate: int, seconds: float) -> list[float]:
     """Publish live at `rate` msg/s; publish→commit latency of each message in ms."""
     total = int(rate * seconds)
     client = bench.publisher()
@@ -290,7 +315,7 @@ def run_bench(
     server_url: str, *, messages: int, rate: int, seconds: float, devices: int, quiet: bool
 ) -> BenchResult:
     with Progress(disable=quiet, transient=True) as progress:
-        bench = _Bench(server_url, devices, progress)
+        bench = BenchSystem(server_url, devices, progress)
         try:
             storage = bench.setup()
             msg_per_s, readings = capacity(bench, messages)
