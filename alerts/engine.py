@@ -22,7 +22,7 @@ from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
 from alerts.models import Finding
-from alerts.rules import CLEARS_AFTER, TITLES, REALTIME, Limits, Sample, Window, evaluate
+from alerts.rules import CLEARS_AFTER, REALTIME, TITLES, Limits, Sample, Window, evaluate
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from eldercare.mqtt import _Client, connect_blocking, new_client
@@ -172,7 +172,10 @@ class AlertEngine:
         overrides = {
             m: Limits(lo, hi) for m, lo, hi in conn.execute(queries.OVERRIDES, (resident_id,))
         }
-        findings = evaluate(Window(resident_id, now, samples, overrides))
+        scale_row = conn.execute(queries.SPO2_SCALE, (resident_id,)).fetchone()
+        findings = evaluate(
+            Window(resident_id, now, samples, overrides, scale_row[0] if scale_row else 1)
+        )
         for finding in findings:
             service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         with conn.transaction():

@@ -215,6 +215,7 @@ ORDER BY measured_at
 """
 
 OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
+SPO2_SCALE = "SELECT spo2_scale FROM resident WHERE id = %s"
 
 DEVICE_STATES = """
 SELECT d.device_id, d.kind, b.resident_id,

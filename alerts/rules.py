@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from alerts import news2
 from alerts.models import Finding, Severity
 
 
@@ -161,6 +162,52 @@ def _glucose(window: Window) -> Finding | None:
     return _finding("glucose_low", severity, samples, f"< {limits.low:g} mmol/L")
 
 
+NEWS2_WINDOW = timedelta(hours=1)
+NEWS2_SEVERITY: dict[str, Severity] = {
+    "low-medium": "warning",
+    "medium": "warning",
+    "high": "critical",
+}
+
+
+def _news2(window: Window) -> Finding | None:
+    """NEWS2 from the latest value of each parameter within the hour (alerts/news2.py, the same code
+    as `eldercare news2`); wearables give a partial score, which says what it used and how old."""
+    observations = {}
+    for metric in news2.MEASURED:
+        samples = window.recent(metric, NEWS2_WINDOW)[-3:]
+        if samples:
+            # The median of the last three: one noisy sample does not move the score.
+            value = (
+                sorted(s.value for s in samples)[len(samples) // 2]
+                if len(samples) == 3
+                else samples[-1].value
+            )
+            observations[metric] = news2.Observation(value, samples[-1].measured_at)
+    if not observations:
+        return None
+    try:
+        result = news2.score(
+            observations=observations, spo2_scale=window.spo2_scale, now=window.now
+        )
+    except ValueError:
+        # Scale 2 at ≥ 93 % cannot be scored without knowing air or oxygen: score without SpO2.
+        observations.pop("spo2", None)
+        result = news2.score(
+            observations=observations, spo2_scale=window.spo2_scale, now=window.now
+        )
+    severity = NEWS2_SEVERITY.get(result.band)
+    if severity is None:
+        return None
+    return Finding(
+        rule="news2",
+        severity=severity,
+        title=TITLES["news2"],
+        detail=result.as_json(),
+        at=window.now,
+    )
+
+
 def _finding(rule: str, severity: Severity, samples: Sequence[Sample], condition: str) -> Finding:
     latest = samples[-1]
     return Finding(
@@ -199,6 +246,7 @@ RULES: tuple[Rule, ...] = (
     Rule("blood_pressure", ("hypertensive_crisis", "hypotension"), _blood_pressure),
     Rule("fever", ("fever",), _fever, clears_after=timedelta(hours=2)),
     Rule("glucose", ("glucose_low",), _glucose, clears_after=timedelta(hours=2)),
+    Rule("news2", ("news2",), _news2, clears_after=timedelta(minutes=30)),
 )
 CLEARS_AFTER: dict[str, timedelta] = {key: r.clears_after for r in RULES for key in r.produces}
 READING_RULE_KEYS = frozenset(CLEARS_AFTER)

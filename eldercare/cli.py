@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from alerts.cli import alerts_app
+from alerts.news2_cli import news2
 from care.cli import care_app
 from devices.cli import broker_app, devices_app, residents_app
 from devices.simulator.cli import simulate
@@ -31,6 +32,7 @@ app.command("readings")(ingest_cli.readings)
 app.add_typer(bench_app, name="bench")
 app.command("simulate")(simulate)
 app.add_typer(alerts_app, name="alerts")
+app.command("news2")(news2)
 app.add_typer(care_app, name="care")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]

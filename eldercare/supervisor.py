@@ -110,6 +110,7 @@ def run(options: RunOptions) -> int:
         logs.mkdir(exist_ok=True)
         children = [
             Child("ingest", ["ingest", "--instance", "local"]),
+            Child("alerts", ["alerts", "run"]),
             Child("api", ["api", "--port", str(http_port)]),
         ]
         if broker is not None:

@@ -183,10 +183,9 @@ def test_restart_mid_escalation_loses_and_doubles_nothing(conn, database_url, ci
     )
     clock.advance(timedelta(minutes=5))
     # A process dies in the middle of escalating: its transaction never commits.
-    with pytest.raises(RuntimeError):
-        with conn.transaction():
-            service.run_due(conn, clock.now())
-            raise RuntimeError("kill -9")
+    with pytest.raises(RuntimeError), conn.transaction():
+        service.run_due(conn, clock.now())
+        raise RuntimeError("kill -9")
     assert _sent(conn, alert.id, "escalation") == []
     # Another process (a restart) continues; running the same step twice changes nothing more.
     from store.db import connection

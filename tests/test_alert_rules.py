@@ -7,8 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from alerts.channels.base import Recipient
-from alerts.rules import Limits, Sample, Window, evaluate, sustained
 from alerts.routing import CareCircle, Person, Tier, channels_for, tier_people
+from alerts.rules import Limits, Sample, Window, evaluate, sustained
 from alerts.timers import DeviceState, battery, silence
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -24,7 +24,9 @@ def series(values, every_s=10, end=NOW):
 
 
 def rules_for(samples, overrides=None):
-    return {f.rule: f.severity for f in evaluate(Window(1, NOW, samples, overrides or {}))}
+    """The threshold rules' findings (NEWS2, which also sees these values, is tested on its own)."""
+    found = evaluate(Window(1, NOW, samples, overrides or {}))
+    return {f.rule: f.severity for f in found if f.rule != "news2"}
 
 
 def test_sustained_needs_the_whole_duration():
@@ -134,3 +136,29 @@ def test_quiet_hours_never_apply_to_critical():
     assert channels_for(DOCTOR, "warning", night) == (["mqtt", "email"], True)
     assert channels_for(DOCTOR, "critical", night)[1] is False
     assert channels_for(DOCTOR, "warning", NOW) == (["mqtt", "email"], False)
+
+
+def test_news2_rule_uses_the_latest_values_and_says_it_is_partial():
+    samples = {
+        "resp_rate": series([26]),  # 3
+        "spo2": series([93]),  # 2
+        "heart_rate": series([115]),  # 2
+        "body_temp": series([38.5]),  # 1
+    }
+    found = {f.rule: f for f in evaluate(Window(1, NOW, samples))}
+    news2 = found["news2"]
+    assert (
+        news2.severity == "critical"
+        and news2.detail["score"] == 8
+        and news2.detail["band"] == "high"
+    )
+    assert set(news2.detail["missing"]) == {"air_or_oxygen", "systolic_bp", "consciousness"}
+    assert news2.detail["complete"] is False
+    calm = {"resp_rate": series([16]), "spo2": series([97]), "heart_rate": series([70])}
+    assert "news2" not in {f.rule for f in evaluate(Window(1, NOW, calm))}
+    noisy = {
+        "resp_rate": series([16] * 3),
+        "spo2": series([97, 97, 84]),
+        "heart_rate": series([70] * 3),
+    }
+    assert "news2" not in {f.rule for f in evaluate(Window(1, NOW, noisy))}, "one noisy sample"

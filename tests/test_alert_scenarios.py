@@ -81,7 +81,12 @@ def _recipients(conn, resident_id, rule):
 @pytest.mark.parametrize(
     ("episode", "kind", "starts_before", "expected"),
     [
-        ("hypoxia", "wristband", timedelta(minutes=2, seconds=30), {"spo2_low": "critical"}),
+        (
+            "hypoxia",
+            "wristband",
+            timedelta(minutes=2, seconds=30),
+            {"spo2_low": "critical", "news2": None},
+        ),
         ("fever", "thermometer", timedelta(minutes=10), {"fever": None}),
         (
             "hypertensive_crisis",
@@ -89,7 +94,12 @@ def _recipients(conn, resident_id, rule):
             timedelta(minutes=5),
             {"hypertensive_crisis": "critical"},
         ),
-        ("tachycardia", "wristband", timedelta(minutes=12), {"heart_rate_high": None}),
+        (
+            "tachycardia",
+            "wristband",
+            timedelta(minutes=12),
+            {"heart_rate_high": None, "news2": None},
+        ),
         ("noisy_sample", "wristband", timedelta(minutes=3), {}),
         ("offline_backlog", "wristband", timedelta(minutes=8), {}),
         (None, "wristband", timedelta(0), {}),

@@ -24,7 +24,7 @@ SECRETS = {
     "ELDERCARE_DB_PASSWORD": "test-db-password",
     "ELDERCARE_MQTT_SERVICE_PASSWORD": "test-mqtt-password",
 }
-ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "api"}
+ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "alerts", "api"}
 
 
 def _is_executable_binary(path: Path) -> bool:
