@@ -140,7 +140,8 @@ def policy(
     tiers: Annotated[
         str,
         typer.Option(
-            help='JSON list, e.g. [{"after_s": 0, "notify": ["contracted_doctor"]}, {"after_s": 600, "notify": ["duty_desk"]}]'
+            help='JSON list, e.g. [{"after_s": 0, "notify": ["contracted_doctor"]}, '
+            '{"after_s": 600, "notify": ["duty_desk"]}]'
         ),
     ],
     institution: Annotated[

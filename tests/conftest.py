@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from care import service as care_service
 from devices import broker_auth, service
 from eldercare.broker import Broker
 from eldercare.mqtt import accepts_login
@@ -147,3 +148,41 @@ def ingestor(settings: Settings) -> Iterator[object]:
     assert instance.wait_subscribed(20), "ingestor did not subscribe"
     yield instance
     instance.stop(leave=True)
+
+
+@pytest.fixture()
+def circle(conn):
+    """A health centre with its duty desk, a two-doctor team, a resident signed with doctor A."""
+    tag = uuid.uuid4().hex[:6]
+    centre = care_service.add_institution(
+        conn, name=f"社区卫生服务中心 {tag}", kind="community_health_centre"
+    )
+    doctor_a = care_service.add_doctor(
+        conn,
+        name="张医生",
+        institution_id=centre["id"],
+        team=f"team-{tag}",
+        email="zhang@example.org",
+    )
+    doctor_b = care_service.add_doctor(
+        conn, name="李医生", institution_id=centre["id"], team=f"team-{tag}"
+    )
+    resident = service.add_resident(
+        conn, name="王秀英", contacts=[service.EmergencyContact("王小明", "13800000000", "son")]
+    )
+    care_service.set_resident_institution(
+        conn, resident_id=resident.id, institution_id=centre["id"]
+    )
+    care_service.add_contract(
+        conn,
+        resident_id=resident.id,
+        doctor_id=doctor_a["id"],
+        valid_from=datetime.now(UTC) - timedelta(days=30),
+    )
+    return {
+        "resident": resident.id,
+        "a": doctor_a["id"],
+        "b": doctor_b["id"],
+        "desk": centre["duty_desk_id"],
+        "centre": centre["id"],
+    }

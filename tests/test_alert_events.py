@@ -13,7 +13,6 @@ from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import Subscriber, new_msg_id, now_ms, wait_for
-from tests.test_alert_lifecycle import circle  # noqa: F401 - fixture
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@ escalation tiers, reminders, acknowledgement, snooze, restart without lost or do
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -16,44 +15,8 @@ from alerts.engine import AlertEngine
 from alerts.models import Finding
 from alerts.service import AlertError
 from alerts.settings import AlertSettings
-from care import service as care
-from devices import service as devices
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import Subscriber
-
-
-@pytest.fixture()
-def circle(conn):
-    """A health centre with its duty desk, a two-doctor team, a resident signed with doctor A."""
-    tag = uuid.uuid4().hex[:6]
-    centre = care.add_institution(
-        conn, name=f"社区卫生服务中心 {tag}", kind="community_health_centre"
-    )
-    doctor_a = care.add_doctor(
-        conn,
-        name="张医生",
-        institution_id=centre["id"],
-        team=f"team-{tag}",
-        email="zhang@example.org",
-    )
-    doctor_b = care.add_doctor(conn, name="李医生", institution_id=centre["id"], team=f"team-{tag}")
-    resident = devices.add_resident(
-        conn, name="王秀英", contacts=[devices.EmergencyContact("王小明", "13800000000", "son")]
-    )
-    care.set_resident_institution(conn, resident_id=resident.id, institution_id=centre["id"])
-    care.add_contract(
-        conn,
-        resident_id=resident.id,
-        doctor_id=doctor_a["id"],
-        valid_from=datetime.now(UTC) - timedelta(days=30),
-    )
-    return {
-        "resident": resident.id,
-        "a": doctor_a["id"],
-        "b": doctor_b["id"],
-        "desk": centre["duty_desk_id"],
-        "centre": centre["id"],
-    }
 
 
 @pytest.fixture()

@@ -16,7 +16,6 @@ from alerts.settings import AlertSettings
 from devices.simulator.episodes import ScheduledEpisode, timeline
 from devices.simulator.vitals import baseline
 from tests.support import wait_for
-from tests.test_alert_lifecycle import circle  # noqa: F401 - fixture
 
 INTERVAL = timedelta(seconds=10)
 
