@@ -89,23 +89,28 @@ def _run_with_database(
             conn.close()
 
 
-class TelemetryConsumer:
-    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+class _Consumer:
+    """One broker session feeding one writer thread with its own database connection."""
+
+    name = "consumer"
+
+    def __init__(
+        self, settings: Settings, ingest: IngestSettings, subscriptions: list[str], max_batch: int
+    ) -> None:
         self.settings = settings
         self.ingest = ingest
-        self.inbox = _Inbox(ingest.max_batch)
+        self.inbox = _Inbox(max_batch)
         self.stop_event = threading.Event()
-        self.writer: TelemetryWriter | None = None
         self._pending: list[Incoming] = []  # taken but not yet committed (kept across reconnects)
         self.connection = Connection(
-            client_id=f"eldercare-ingest-{ingest.instance}-telemetry",
+            client_id=f"eldercare-ingest-{ingest.instance}-{self.name}",
             endpoint=settings.mqtt,
             username=settings.mqtt_service_username,
             password=settings.mqtt_service_password,
-            subscriptions=[f"$share/{ingest.share_group}/{TELEMETRY_TOPIC}"],
+            subscriptions=subscriptions,
             on_message=self._on_message,
         )
-        self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-writer", daemon=True)
 
     def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
         self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
@@ -118,16 +123,33 @@ class TelemetryConsumer:
         self.connection.stop(end_session=leave)
         self.stop_event.set()
         self._thread.join(10)
+
+    def _run(self) -> None:
+        url = self.settings.require_database_url()
+        _run_with_database(url, f"eldercare-ingest-{self.name}", self.stop_event, self._loop)
+
+    def _loop(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+
+class TelemetryConsumer(_Consumer):
+    """Telemetry in batches: one transaction per batch, then one write of all its PUBACKs."""
+
+    name = "telemetry"
+
+    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        subscription = f"$share/{ingest.share_group}/{TELEMETRY_TOPIC}"
+        super().__init__(settings, ingest, [subscription], ingest.max_batch)
+        self.writer: TelemetryWriter | None = None
+
+    def stop(self, *, leave: bool = False) -> None:
+        super().stop(leave=leave)
         if self.writer is not None:
             log.info(
                 "telemetry: stored %d messages, quarantined %d",
                 self.writer.stored_messages,
                 self.writer.quarantined_messages,
             )
-
-    def _run(self) -> None:
-        url = self.settings.require_database_url()
-        _run_with_database(url, "eldercare-ingest", self.stop_event, self._loop)
 
     def _loop(self, conn: psycopg.Connection) -> None:
         self.writer = TelemetryWriter(conn, self.ingest.limits)
@@ -141,45 +163,21 @@ class TelemetryConsumer:
             self._pending = []
 
 
-class EventConsumer:
+class EventConsumer(_Consumer):
+    """Events and status one by one, with no batching delay: an SOS never waits for telemetry."""
+
+    name = "events"
+
     def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
-        self.settings = settings
-        self.ingest = ingest
-        self.inbox = _Inbox(1000)
-        self.stop_event = threading.Event()
-        self._pending: list[Incoming] = []
         group = f"{ingest.share_group}-events"
-        self.connection = Connection(
-            client_id=f"eldercare-ingest-{ingest.instance}-events",
-            endpoint=settings.mqtt,
-            username=settings.mqtt_service_username,
-            password=settings.mqtt_service_password,
-            subscriptions=[f"$share/{group}/{topic}" for topic in EVENT_TOPICS],
-            on_message=self._on_message,
+        super().__init__(
+            settings, ingest, [f"$share/{group}/{topic}" for topic in EVENT_TOPICS], 1000
         )
-        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-
-    def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
-        self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
-
-    def start(self) -> None:
-        self._thread.start()
-        self.connection.start()
-
-    def stop(self, *, leave: bool = False) -> None:
-        self.connection.stop(end_session=leave)
-        self.stop_event.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        url = self.settings.require_database_url()
-        _run_with_database(url, "eldercare-events", self.stop_event, self._loop)
 
     def _loop(self, conn: psycopg.Connection) -> None:
         writer = EventWriter(conn, self.ingest.limits)
         while not self.stop_event.is_set():
             if not self._pending:
-                # No batching delay: each event is handled the moment it arrives.
                 self._pending = self.inbox.take(0.0, self.stop_event)
             while self._pending:
                 item = self._pending[0]

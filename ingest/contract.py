@@ -127,15 +127,15 @@ def decode_json(payload: bytes) -> Any:
             Reason.TOO_LARGE, f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}"
         )
     try:
+        return orjson.loads(payload)  # validates UTF-8 too: the hot path decodes once
+    except orjson.JSONDecodeError as exc:
+        orjson_error = str(exc)
+    try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid(
             Reason.INVALID_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}"
         ) from None
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        orjson_error = str(exc)
     # orjson refuses NaN/Infinity like any other syntax error; say precisely what was wrong.
     try:
         json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)

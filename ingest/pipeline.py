@@ -124,7 +124,7 @@ def build_batch(
                         message.received_at,
                     )
                 )
-        batch.last_seen[device_id] = max(batch.last_seen.get(device_id, now), message.received_at)
+        batch.last_seen[device_id] = message.received_at  # messages come in arrival order
     return batch
 
 
