@@ -55,6 +55,7 @@ class AlertEngine:
         self.slow: dict[str, Channel] = {}
         self._since = datetime.now(UTC) - REALTIME
         self._threads: list[threading.Thread] = []
+        self._last_run: dict[str, datetime] = {}
 
     # --- set-up -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -155,7 +156,7 @@ class AlertEngine:
         wall = datetime.now(UTC)
         since, self._since = self._since, wall - timedelta(seconds=5)  # overlap: commit lag
         residents = conn.execute(
-            queries.RESIDENTS_WITH_NEW_READINGS, {"since": since, "realtime_start": now - REALTIME}
+            queries.RESIDENTS_TO_EVALUATE, {"since": since, "realtime_start": now - REALTIME}
         ).fetchall()
         for (resident_id,) in residents:
             self.evaluate_resident(conn, resident_id, now)
@@ -201,11 +202,20 @@ class AlertEngine:
                     else "battery recovered",
                 )
 
+    def _every(self, name: str, seconds: float, now: datetime) -> bool:
+        last = self._last_run.get(name)
+        if last is not None and (now - last).total_seconds() < seconds:
+            return False
+        self._last_run[name] = now
+        return True
+
     def tick(self, conn: psycopg.Connection) -> None:
         now = self.clock.now()
         self.catch_up_events(conn)
-        self.evaluate_readings(conn, now)
-        self.check_devices(conn, now)
+        if self._every("readings", self.config.evaluate_every_s, now):
+            self.evaluate_readings(conn, now)
+        if self._every("devices", self.config.device_check_every_s, now):
+            self.check_devices(conn, now)
         service.run_due(conn, now)
         outbox.dispatch(conn, self.fast, now)
 

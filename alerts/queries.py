@@ -203,9 +203,13 @@ WHERE id = %s AND alert_processed_at IS NULL FOR UPDATE SKIP LOCKED
 
 MARK_EVENT = "UPDATE device_event SET alert_processed_at = %s WHERE id = %s"
 
-RESIDENTS_WITH_NEW_READINGS = """
+# Residents with new readings, and those whose alerts are waiting to resolve themselves.
+RESIDENTS_TO_EVALUATE = """
 SELECT DISTINCT resident_id FROM reading
 WHERE received_at > %(since)s AND measured_at >= %(realtime_start)s
+UNION
+SELECT resident_id FROM alert
+WHERE state <> 'resolved' AND cleared_since IS NOT NULL AND resident_id IS NOT NULL
 """
 
 WINDOW_READINGS = """
