@@ -4,6 +4,7 @@ escalation tiers, reminders, acknowledgement, snooze, restart without lost or do
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -219,3 +220,35 @@ class _Failing:
         from alerts.channels.base import ChannelError
 
         raise ChannelError("SMTP server down")
+
+
+def test_every_change_is_announced_on_the_cross_process_stream(conn, database_url, circle, clock):
+    from store.db import connection
+
+    with connection(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN eldercare_alert")
+        alert = service.raise_finding(
+            conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
+        )
+        service.acknowledge(conn, alert.id, actor="doctor:1", now=clock.now())
+        events = [orjson.loads(n.payload) for n in listener.notifies(timeout=5, stop_after=2)]
+    assert [(e["alert_id"], e["action"], e["state"]) for e in events] == [
+        (alert.id, "raised", "open"),
+        (alert.id, "acknowledged", "acknowledged"),
+    ]
+
+
+def test_quiet_hours_hold_back_warnings_but_never_critical(conn, circle, clock):
+    from care import service as care
+
+    local_hour = clock.now().astimezone(ZoneInfo("Asia/Shanghai")).hour
+    start, end = f"{local_hour:02d}:00", f"{(local_hour + 1) % 24:02d}:00"
+    care.set_preferences(conn, doctor_id=circle["a"], quiet_start=start, quiet_end=end)
+    warning = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
+    )
+    critical = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
+    )
+    assert {r[5] for r in _sent(conn, warning.id, "raised") if r[1] == "doctor"} == {"suppressed"}
+    assert {r[5] for r in _sent(conn, critical.id, "raised") if r[1] == "doctor"} == {"pending"}
