@@ -17,7 +17,7 @@ from care import service as care
 from devices import broker_auth
 from devices import service as devices
 from eldercare.mqtt import connect_blocking, new_client
-from ingest.bench import SERVICE_USER, BenchSystem, machine_description, percentile
+from ingest.bench import SERVICE_USER, BenchSystem, machine_description, percentile, preload
 from store import db
 
 
@@ -30,6 +30,7 @@ class AlertBenchResult:
     max_ms: float
     telemetry_msg_per_s: float
     telemetry_offered_per_s: float
+    telemetry_backlog_at_end: int
     storage: str
     machine: str
 
@@ -83,7 +84,7 @@ def _flood(system: BenchSystem, stop: threading.Event, sent: list[int]) -> None:
 
 
 def run_bench(
-    server_url: str, *, presses: int, interval_s: float, warmup_s: float, quiet: bool
+    server_url: str, *, presses: int, interval_s: float, backlog: int, quiet: bool
 ) -> AlertBenchResult:
     with Progress(disable=quiet, transient=True) as progress:
         system = BenchSystem(server_url, 50, progress)
@@ -91,7 +92,9 @@ def run_bench(
         try:
             storage = system.setup()
             doctor_id, buttons = _provision(system, presses)
-            system.start_ingest()
+            # Saturation: a telemetry backlog waits in the broker, so the ingestor drains at full
+            # speed for the whole run, and a live flood comes on top of it.
+            preload(system, backlog)
             processes.append(system.spawn("alerts", "run", log="alerts.log"))
             received: dict[int, float] = {}
             arrived = threading.Condition()
@@ -109,13 +112,18 @@ def run_bench(
             watcher.on_message = on_message
             connect_blocking(watcher, system.endpoint)
             watcher.subscribe(doctor_topic(doctor_id), qos=1)
-            system.wait_session_started()
             clients = {b: system.device_client(b, pw) for b, (_r, pw) in buttons.items()}
+            # As deployed (make run, compose): events in a process of their own.
+            processes.append(
+                system.spawn("ingest", "--instance", "bench", "--role", "events", log="events.log")
+            )
+            system.start_ingest("telemetry")
+            system.wait_session_started()
             stop_flood = threading.Event()
             sent = [0]
             flood = threading.Thread(target=_flood, args=(system, stop_flood, sent), daemon=True)
             flood.start()
-            time.sleep(warmup_s)  # let the backlog build: ingest saturated before the first press
+            time.sleep(1.0)  # the ingestor is draining at full speed before the first press
             stored_before, flood_before, began = system.stored_readings(), sent[0], time.monotonic()
             pressed: dict[int, float] = {}
             task = progress.add_task("SOS presses under telemetry load", total=presses)
@@ -132,6 +140,7 @@ def run_bench(
                 arrived.wait_for(lambda: len(received) >= presses, timeout=30)
             elapsed = time.monotonic() - began
             stored_after, flood_after = system.stored_readings(), sent[0]
+            backlog_left = backlog + flood_after - (stored_after // 3)
             stop_flood.set()
             flood.join(30)
             for client in (*clients.values(), watcher):
@@ -153,6 +162,7 @@ def run_bench(
         max_ms=round(max(latencies), 1),
         telemetry_msg_per_s=round((stored_after - stored_before) / 3 / elapsed, 1),
         telemetry_offered_per_s=round((flood_after - flood_before) / elapsed, 1),
+        telemetry_backlog_at_end=backlog_left,
         storage=storage,
         machine=machine_description(),
     )

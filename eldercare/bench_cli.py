@@ -70,19 +70,19 @@ def bench_ingest(
 def bench_alerts(
     presses: Annotated[int, typer.Option(help="SOS presses (one resident and button each).")] = 100,
     interval: Annotated[float, typer.Option(help="Seconds between presses.")] = 0.2,
-    warmup: Annotated[
-        float, typer.Option(help="Seconds of telemetry flood before the first press.")
-    ] = 5.0,
+    backlog: Annotated[
+        int, typer.Option(help="Telemetry messages queued before the run, so ingest is saturated.")
+    ] = 150_000,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """SOS published → notification on the doctor's MQTT topic (p50/p99), measured while a publisher
-    floods ingest with telemetry. Runs ingest and the alert engine as processes against a throwaway
+    """SOS published → notification on the doctor's MQTT topic (p50/p99), measured while ingest is
+    saturated: a telemetry backlog drains at full speed and a live flood comes on top. Runs ingest and the alert engine as processes against a throwaway
     database and a private broker; leaves nothing behind."""
     from alerts.bench import as_dict, run_bench
 
     try:
         result = run_bench(
-            _server_url(), presses=presses, interval_s=interval, warmup_s=warmup, quiet=json
+            _server_url(), presses=presses, interval_s=interval, backlog=backlog, quiet=json
         )
     except RuntimeError as exc:
         fail(str(exc))

@@ -109,7 +109,8 @@ def run(options: RunOptions) -> int:
         logs = base / "logs"
         logs.mkdir(exist_ok=True)
         children = [
-            Child("ingest", ["ingest", "--instance", "local"]),
+            Child("ingest", ["ingest", "--instance", "local", "--role", "telemetry"]),
+            Child("ingest-events", ["ingest", "--instance", "local", "--role", "events"]),
             Child("alerts", ["alerts", "run"]),
             Child("api", ["api", "--port", str(http_port)]),
         ]

@@ -79,6 +79,7 @@ class BenchSystem:
         self.broker = Broker(self.tmp / "mosquitto")
         self.endpoint = MqttEndpoint("127.0.0.1", self.broker.port)
         self.ingest: subprocess.Popen[bytes] | None = None
+        self._subscribed_target = 0
 
     def setup(self) -> str:
         db.ensure_database(self.url)
@@ -120,8 +121,11 @@ class BenchSystem:
                 [exe, *args], env=self.env(), stdout=handle, stderr=subprocess.STDOUT
             )
 
-    def start_ingest(self) -> None:
-        self.ingest = self.spawn("ingest", "--instance", "bench", log="ingest.log")
+    def start_ingest(self, role: str = "all") -> None:
+        log = self.tmp / "ingest.log"
+        seen = log.read_bytes().count(b"subscribed to") if log.exists() else 0
+        self._subscribed_target = seen + (2 if role == "all" else 1)
+        self.ingest = self.spawn("ingest", "--instance", "bench", "--role", role, log="ingest.log")
 
     def stop_ingest(self) -> float:
         """Stop the ingestor; returns its peak RSS in MiB."""
@@ -138,25 +142,16 @@ class BenchSystem:
         return peak_kb / 1024
 
     def wait_session(self) -> None:
-        """Start the ingestor once so the broker holds its persistent shared subscription."""
+        """Start the ingestor once so the broker holds its persistent shared subscriptions."""
         self.start_ingest()
-        deadline = time.monotonic() + 30
-        marker = b"subscribed to"
-        while time.monotonic() < deadline:
-            if (self.tmp / "ingest.log").exists() and (self.tmp / "ingest.log").read_bytes().count(
-                marker
-            ) >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"the ingestor did not subscribe; see {self.tmp / 'ingest.log'}")
+        self.wait_session_started()
 
     def wait_session_started(self) -> None:
-        """Wait until a freshly started ingestor has subscribed (both sessions)."""
+        """Wait until the ingestor started last has subscribed (each of its sessions)."""
         deadline = time.monotonic() + 30
         log = self.tmp / "ingest.log"
         while time.monotonic() < deadline:
-            if log.exists() and log.read_bytes().count(b"subscribed to") >= 2:
+            if log.exists() and log.read_bytes().count(b"subscribed to") >= self._subscribed_target:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"the ingestor did not subscribe; see {log}")
@@ -209,8 +204,8 @@ def _payload(seq: int, ts_ms: int) -> bytes:
     )
 
 
-def capacity(bench: BenchSystem, messages: int) -> tuple[float, int]:
-    """Pre-load `messages` for the stopped ingestor's session, then time the drain."""
+def preload(bench: BenchSystem, messages: int) -> None:
+    """Queue `messages` in the broker for the ingest session while no ingestor runs."""
     bench.wait_session()
     bench.stop_ingest()
     client = bench.publisher()
@@ -233,6 +228,11 @@ def capacity(bench: BenchSystem, messages: int) -> tuple[float, int]:
     bench.progress.update(task, completed=messages)
     client.disconnect()
     client.loop_stop()
+
+
+def capacity(bench: BenchSystem, messages: int) -> tuple[float, int]:
+    """Pre-load `messages` for the stopped ingestor's session, then time the drain."""
+    preload(bench, messages)
     expected = messages * 3
     drain = bench.progress.add_task("ingest draining", total=expected)
     began = time.monotonic()

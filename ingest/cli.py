@@ -32,6 +32,13 @@ def ingest(
             "session (default: the lowest free numbered slot, see ingest/slots.py)."
         ),
     ] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all (default), telemetry or events: run events in a process of their own so that "
+            "emergencies never share an interpreter with the telemetry flood."
+        ),
+    ] = "all",
     leave: Annotated[
         bool,
         typer.Option(
@@ -43,23 +50,25 @@ def ingest(
 
     Run several (different --instance) to share the load: they form one MQTT v5 shared subscription.
     """
-    from ingest.consumer import Ingestor
+    from ingest.consumer import ROLES, Ingestor
 
     cfg = context.settings()
     context.configure_logging(cfg.log_level)
     overrides = {"instance": instance} if instance else {}
     ingest_cfg = IngestSettings(**overrides)  # type: ignore[arg-type]
+    if role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)}")
     claim = None
     try:
         url = cfg.require_database_url()
         cfg.mqtt  # noqa: B018 - fail early with the message saying how to configure it
         if ingest_cfg.instance is None:
-            claim = claim_slot(url)
+            claim = claim_slot(url, role)
             ingest_cfg = ingest_cfg.model_copy(update={"instance": claim.instance})
             logging.getLogger(__name__).info("claimed ingest slot %s", claim.instance)
     except RuntimeError as exc:
         fail(str(exc))
-    ingestor = Ingestor(cfg, ingest_cfg)
+    ingestor = Ingestor(cfg, ingest_cfg, role)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -188,24 +188,34 @@ class EventConsumer(_Consumer):
                 self._pending.pop(0)
 
 
-class Ingestor:
-    """Both consumers of one ingest process."""
+ROLES = ("all", "telemetry", "events")
 
-    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+
+class Ingestor:
+    """The consumers of one ingest process: both, or one of them (`role`).
+
+    Separate processes for events and telemetry keep the SOS path off the telemetry process's
+    interpreter lock entirely; one process with both is simpler for small sites.
+    """
+
+    def __init__(self, settings: Settings, ingest: IngestSettings, role: str = "all") -> None:
         if not ingest.instance:
             raise ValueError("an ingestor needs a stable instance name (see ingest/slots.py)")
-        self.telemetry = TelemetryConsumer(settings, ingest)
-        self.events = EventConsumer(settings, ingest)
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        self.consumers: list[_Consumer] = []
+        if role in ("all", "events"):
+            self.consumers.append(EventConsumer(settings, ingest))
+        if role in ("all", "telemetry"):
+            self.consumers.append(TelemetryConsumer(settings, ingest))
 
     def start(self) -> None:
-        self.events.start()
-        self.telemetry.start()
+        for consumer in self.consumers:
+            consumer.start()
 
     def wait_subscribed(self, timeout: float) -> bool:
-        return self.telemetry.connection.subscribed.wait(
-            timeout
-        ) and self.events.connection.subscribed.wait(timeout)
+        return all(c.connection.subscribed.wait(timeout) for c in self.consumers)
 
     def stop(self, *, leave: bool = False) -> None:
-        self.telemetry.stop(leave=leave)
-        self.events.stop(leave=leave)
+        for consumer in self.consumers:
+            consumer.stop(leave=leave)

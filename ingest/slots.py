@@ -30,12 +30,17 @@ class SlotClaim:
         self.conn.close()
 
 
-def claim_slot(database_url: str) -> SlotClaim:
+ROLE_OFFSET = {"all": 0, "telemetry": 1, "events": 2}
+
+
+def claim_slot(database_url: str, role: str = "all") -> SlotClaim:
+    """Each role numbers its slots on its own, so an events process always finds its session."""
     conn = connect_with_retry(
         database_url, autocommit=True, application_name="eldercare-ingest-slot"
     )
+    lock_class = LOCK_CLASS + ROLE_OFFSET[role]
     for slot in range(1, MAX_SLOTS + 1):
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, slot)).fetchone()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (lock_class, slot)).fetchone()
         if row and row[0]:
             return SlotClaim(conn, slot)
     conn.close()

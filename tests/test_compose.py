@@ -24,7 +24,7 @@ SECRETS = {
     "ELDERCARE_DB_PASSWORD": "test-db-password",
     "ELDERCARE_MQTT_SERVICE_PASSWORD": "test-mqtt-password",
 }
-ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "alerts", "api"}
+ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "ingest-events", "alerts", "api"}
 
 
 def _is_executable_binary(path: Path) -> bool:
@@ -114,7 +114,9 @@ def test_compose_services(tmp_path: Path) -> None:
         assert env["ELDERCARE_MQTT_URL"] == "mqtt://broker:1883", name
         assert env["ELDERCARE_MQTT_SERVICE_PASSWORD"] == "test-mqtt-password", name
         assert env["ELDERCARE_TIMESCALE"] == "require", name
-    assert services["ingest"]["command"] == ["ingest"]
+    assert services["ingest"]["command"] == ["ingest", "--role", "telemetry"]
+    assert services["ingest-events"]["command"] == ["ingest", "--role", "events"]
+    assert services["alerts"]["command"] == ["alerts", "run"]
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["restart"] == "no"
     assert services["api"]["command"][0] == "api"
