@@ -76,8 +76,9 @@ def bench_alerts(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """SOS published → notification on the doctor's MQTT topic (p50/p99), measured while ingest is
-    saturated: a telemetry backlog drains at full speed and a live flood comes on top. Runs ingest and the alert engine as processes against a throwaway
-    database and a private broker; leaves nothing behind."""
+    saturated: a telemetry backlog drains at full speed and a live flood comes on top. Runs ingest
+    (telemetry and events processes) and the alert engine against a throwaway database and a
+    private broker; leaves nothing behind."""
     from alerts.bench import as_dict, run_bench
 
     try:
