@@ -1,22 +1,53 @@
-"""The HTTP application: health endpoints now; the doctors' API and dashboard build on it."""
+"""The HTTP application: assembles the routers, the connection pool and the error handling."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
 
+from api.access import AccessError
+from api.views import alerts, audit, auth, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = ConnectionPool(
+            cfg.require_database_url(),
+            min_size=1,
+            max_size=10,
+            kwargs={"autocommit": True},
+            open=True,
+        )
+        try:
+            yield
+        finally:
+            app.state.pool.close()
+
     app = FastAPI(
-        title="eldercare", version="0.1.0", description="Home monitoring of elderly residents."
+        title="eldercare",
+        version="0.1.0",
+        description="Home monitoring of elderly residents: residents, readings and alerts for their "
+        "contracted doctors. Every access to health data is audited.",
+        lifespan=lifespan,
     )
+    for router in (auth.router, residents.router, alerts.router, audit.router):
+        app.include_router(router)
+
+    @app.exception_handler(AccessError)
+    def access_error(_request: Request, exc: AccessError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

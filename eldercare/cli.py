@@ -8,6 +8,7 @@ import typer
 
 from alerts.cli import alerts_app
 from alerts.news2_cli import news2
+from api.cli import platforms_app, users_app
 from care.cli import care_app
 from devices.cli import broker_app, devices_app, residents_app
 from devices.simulator.cli import simulate
@@ -33,6 +34,8 @@ app.add_typer(bench_app, name="bench")
 app.command("simulate")(simulate)
 app.add_typer(alerts_app, name="alerts")
 app.command("news2")(news2)
+app.add_typer(users_app, name="users")
+app.add_typer(platforms_app, name="platforms")
 app.add_typer(care_app, name="care")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]

@@ -1,0 +1,124 @@
+"""SQL of the HTTP API's access layer: logins, tokens, the audit log and the visibility rule."""
+
+SELECT_USER = """
+SELECT u.id, u.username, u.password_hash, u.role, u.doctor_id, u.institution_id, d.institution_id
+FROM app_user u LEFT JOIN doctor d ON d.id = u.doctor_id
+WHERE u.username = %s AND u.active
+"""
+
+RECENT_FAILURES = """
+SELECT count(*) FILTER (WHERE username = %(username)s), count(*) FILTER (WHERE address = %(address)s)
+FROM login_failure WHERE at > now() - %(window)s::interval
+"""
+RECORD_FAILURE = "INSERT INTO login_failure (username, address) VALUES (%s, %s)"
+
+INSERT_TOKEN = """
+INSERT INTO api_token (token_hash, kind, user_id, client_id, scopes, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
+"""
+
+# The token's owner, whether a person or a platform, with what they may see.
+SELECT_TOKEN = """
+SELECT t.id, t.kind, t.scopes, t.expires_at,
+       u.id, u.username, u.role, u.doctor_id, u.institution_id, d.institution_id,
+       p.id, p.name, p.institution_ids
+FROM api_token t
+LEFT JOIN app_user u ON u.id = t.user_id AND u.active
+LEFT JOIN doctor d ON d.id = u.doctor_id
+LEFT JOIN platform_client p ON p.id = t.client_id
+WHERE t.token_hash = %s AND t.revoked_at IS NULL
+"""
+
+TOUCH_TOKEN = """
+UPDATE api_token SET last_used_at = now()
+WHERE id = %s AND (last_used_at IS NULL OR last_used_at < now() - INTERVAL '1 minute')
+"""
+REVOKE_TOKEN = "UPDATE api_token SET revoked_at = now() WHERE id = %s"
+
+INSERT_AUDIT = """
+INSERT INTO audit_log (actor, action, resident_id, resource, address, outcome, detail)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+
+SELECT_AUDIT = """
+SELECT id, at, actor, action, resident_id, resource, address, outcome, detail FROM audit_log
+WHERE (%(resident_id)s::bigint IS NULL OR resident_id = %(resident_id)s)
+  AND (%(actor)s::text IS NULL OR actor = %(actor)s)
+ORDER BY id DESC LIMIT %(limit)s
+"""
+
+VISIBLE = "may_see_resident({column}, %(doctor_id)s, %(doctor_institution)s, %(institutions)s, %(everyone)s)"
+
+INSERT_USER = """
+INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id)
+VALUES (%s, %s, %s, %s, %s) RETURNING id
+"""
+INSERT_PLATFORM = "INSERT INTO platform_client (name, institution_ids) VALUES (%s, %s) RETURNING id"
+
+_SEE_R = VISIBLE.format(column="r.id")
+
+LIST_RESIDENTS = f"""
+SELECT r.id, r.name, r.archive_id, r.birth_date, r.gender, r.institution_id
+FROM resident r WHERE {_SEE_R}
+ORDER BY r.id LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+GET_RESIDENT = f"""
+SELECT r.id, r.name, r.archive_id, r.birth_date, r.gender, r.address, r.institution_id, r.spo2_scale,
+       (SELECT json_build_object('id', d.id, 'name', d.name, 'team', d.team)
+        FROM contract c JOIN doctor d ON d.id = c.doctor_id
+        WHERE c.resident_id = r.id AND c.valid_from <= now() AND (c.valid_to IS NULL OR c.valid_to > now())
+        ORDER BY c.valid_from DESC LIMIT 1) AS contracted_doctor
+FROM resident r WHERE r.id = %(resident_id)s AND {_SEE_R}
+"""
+
+RESIDENT_DEVICES = """
+SELECT d.device_id, d.kind, d.online, d.battery, d.last_seen_at
+FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+WHERE b.resident_id = %s AND d.status = 'active' ORDER BY d.device_id
+"""
+
+RAW_READINGS = """
+SELECT measured_at AS at, metric, value, device_id
+FROM reading
+WHERE resident_id = %(resident_id)s AND measured_at >= %(since)s AND measured_at < %(until)s
+  AND (%(metric)s::text IS NULL OR metric = %(metric)s)
+  AND (%(after)s::timestamptz IS NULL OR measured_at > %(after)s)
+ORDER BY measured_at, metric
+LIMIT %(limit)s
+"""
+
+BUCKETED_READINGS = """
+SELECT bucket AS at, metric, avg_value AS value, min_value, max_value, samples
+FROM {view}
+WHERE resident_id = %(resident_id)s AND bucket >= %(since)s AND bucket < %(until)s
+  AND (%(metric)s::text IS NULL OR metric = %(metric)s)
+  AND (%(after)s::timestamptz IS NULL OR bucket > %(after)s)
+ORDER BY bucket, metric
+LIMIT %(limit)s
+"""
+
+LATEST_READINGS = """
+SELECT DISTINCT ON (metric) metric, value, measured_at, device_id
+FROM reading WHERE resident_id = %s AND measured_at > now() - INTERVAL '7 days'
+ORDER BY metric, measured_at DESC
+"""
+
+_SEE_A = VISIBLE.format(column="a.resident_id")
+
+LIST_ALERTS = f"""
+SELECT a.id, a.resident_id, a.rule, a.severity, a.state, a.title, a.opened_at, a.last_seen_at,
+       a.occurrences, a.acknowledged_by, a.acknowledged_at
+FROM alert a
+WHERE a.resident_id IS NOT NULL AND {_SEE_A}
+  AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
+  AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
+  AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s)
+  AND (%(since)s::timestamptz IS NULL OR a.opened_at >= %(since)s)
+ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, a.opened_at DESC
+LIMIT %(limit)s
+"""
+
+ALERT_RESIDENT = f"""
+SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+"""

@@ -1,0 +1,197 @@
+"""Residents and their readings, within the caller's scope; every access is audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from psycopg import sql
+from psycopg.rows import dict_row
+from pydantic import BaseModel
+
+from api import queries
+from api.access import audit
+from api.deps import Caller, Conn, client_address
+from ingest.metrics import METRICS
+
+router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
+
+NOT_FOUND = "no such resident (or not one of yours)"
+
+
+class ResidentSummary(BaseModel):
+    id: int
+    name: str
+    archive_id: str | None
+    birth_date: date | None
+    gender: str | None
+    institution_id: int | None
+
+
+class Device(BaseModel):
+    device_id: str
+    kind: str
+    online: bool
+    battery: int | None
+    last_seen_at: datetime | None
+
+
+class ResidentDetail(ResidentSummary):
+    address: str | None
+    spo2_scale: int
+    contracted_doctor: dict[str, Any] | None
+    devices: list[Device]
+
+
+class Reading(BaseModel):
+    at: datetime
+    metric: str
+    value: float
+    device_id: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    samples: int | None = None
+
+
+class ReadingPage(BaseModel):
+    resident_id: int
+    bucket: str
+    readings: list[Reading]
+    next_after: datetime | None  # pass as ?after= for the next page
+
+
+class Latest(BaseModel):
+    metric: str
+    value: float
+    unit: str
+    measured_at: datetime
+    device_id: str
+
+
+@router.get("", response_model=list[ResidentSummary], responses={401: {}})
+def list_residents(
+    caller: Caller,
+    conn: Conn,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """The residents the caller looks after."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            queries.LIST_RESIDENTS, {**caller.visibility(), "limit": limit, "offset": offset}
+        ).fetchall()
+    audit(
+        conn,
+        caller,
+        "read.residents",
+        request.url.path,
+        address=client_address(request),
+        detail={"count": len(rows)},
+    )
+    return rows
+
+
+def _visible(conn: Conn, caller: Caller, resident_id: int) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            queries.GET_RESIDENT, {**caller.visibility(), "resident_id": resident_id}
+        ).fetchone()
+    if row is None:
+        raise HTTPException(404, NOT_FOUND)
+    return row
+
+
+@router.get("/{resident_id}", response_model=ResidentDetail, responses={401: {}, 404: {}})
+def get_resident(resident_id: int, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+    """Identity, archive number, contracted doctor and devices."""
+    resident = _visible(conn, caller, resident_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        resident["devices"] = cur.execute(queries.RESIDENT_DEVICES, (resident_id,)).fetchall()
+    audit(
+        conn,
+        caller,
+        "read.resident",
+        request.url.path,
+        address=client_address(request),
+        resident_id=resident_id,
+    )
+    return resident
+
+
+@router.get(
+    "/{resident_id}/readings", response_model=ReadingPage, responses={401: {}, 404: {}, 422: {}}
+)
+def readings(
+    resident_id: int,
+    caller: Caller,
+    conn: Conn,
+    request: Request,
+    metric: Annotated[str | None, Query(description="e.g. spo2; all metrics when left out")] = None,
+    since: Annotated[datetime | None, Query(description="default: 24 h ago")] = None,
+    until: Annotated[datetime | None, Query(description="default: now")] = None,
+    bucket: Literal["raw", "minute", "hour", "day"] = "raw",
+    after: Annotated[datetime | None, Query(description="the previous page's next_after")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 2_000,
+) -> ReadingPage:
+    """Readings by time range, raw or bucketed in the database (continuous aggregates on
+    TimescaleDB, the same views on PostgreSQL), a page at a time."""
+    if metric is not None and metric not in METRICS:
+        raise HTTPException(422, f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    _visible(conn, caller, resident_id)
+    now = datetime.now(UTC)
+    params = {
+        "resident_id": resident_id,
+        "metric": metric,
+        "after": after,
+        "limit": limit,
+        "since": _aware(since) if since else now - timedelta(hours=24),
+        "until": _aware(until) if until else now,
+    }
+    if bucket == "raw":
+        statement: sql.SQL | sql.Composed = sql.SQL(queries.RAW_READINGS)
+    else:
+        statement = sql.SQL(queries.BUCKETED_READINGS).format(
+            view=sql.Identifier(f"reading_{bucket}")
+        )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(statement, params).fetchall()
+    audit(
+        conn,
+        caller,
+        "read.readings",
+        request.url.path,
+        address=client_address(request),
+        resident_id=resident_id,
+        detail={"bucket": bucket, "metric": metric, "rows": len(rows)},
+    )
+    return ReadingPage(
+        resident_id=resident_id,
+        bucket=bucket,
+        readings=[Reading(**r) for r in rows],
+        next_after=rows[-1]["at"] if len(rows) == limit else None,
+    )
+
+
+@router.get("/{resident_id}/latest", response_model=list[Latest], responses={401: {}, 404: {}})
+def latest(resident_id: int, caller: Caller, conn: Conn, request: Request) -> list[Latest]:
+    """The latest value of each metric (within 7 days)."""
+    _visible(conn, caller, resident_id)
+    rows = conn.execute(queries.LATEST_READINGS, (resident_id,)).fetchall()
+    audit(
+        conn,
+        caller,
+        "read.latest",
+        request.url.path,
+        address=client_address(request),
+        resident_id=resident_id,
+    )
+    return [
+        Latest(metric=m, value=v, unit=METRICS[m].unit, measured_at=at, device_id=d)
+        for m, v, at, d in rows
+    ]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,226 @@
+"""The HTTP API against the real database: authentication, per-doctor scope (404, not 403),
+platform keys that cannot write, expired tokens, validation errors and the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from alerts import service
+from alerts.models import Finding
+from api import access
+from api.app import create_app
+from care import service as care
+
+
+@pytest.fixture()
+def client(settings):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def world(conn, circle):
+    tag = uuid.uuid4().hex[:6]
+    users = {}
+    for name, role, doctor, institution in (
+        ("a", "doctor", circle["a"], None),
+        ("b", "doctor", circle["b"], None),
+        ("admin", "system_admin", None, None),
+    ):
+        username = f"{name}-{tag}"
+        access.add_user(
+            conn,
+            username=username,
+            password=f"pw-{tag}-{name}",
+            role=role,
+            doctor_id=doctor,
+            institution_id=institution,
+        )
+        users[name] = (username, f"pw-{tag}-{name}")
+    other = care.add_institution(conn, name=f"其他中心 {tag}", kind="community_health_centre")
+    _, own_key = access.add_platform(
+        conn, name=f"platform-{tag}", institution_ids=[circle["centre"]]
+    )
+    _, other_key = access.add_platform(conn, name=f"elsewhere-{tag}", institution_ids=[other["id"]])
+    conn.execute(
+        "INSERT INTO reading (device_id, metric, measured_at, resident_id, value, received_at, msg_id) "
+        "SELECT 'api-dev', 'heart_rate', now() - n * INTERVAL '5 minutes', %s, 60 + n %% 10, now(), 'm' || n "
+        "FROM generate_series(1, 100) n",
+        (circle["resident"],),
+    )
+    alert = service.raise_finding(
+        conn,
+        resident_id=circle["resident"],
+        now=datetime.now(UTC),
+        finding=Finding(rule="fever", severity="warning", title="发热 / Fever"),
+    )
+    return {**circle, "users": users, "own_key": own_key, "other_key": other_key, "alert": alert.id}
+
+
+def _token(client, world, who):
+    username, password = world["users"][who]
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def test_the_contracted_doctor_sees_and_acts(client, world, conn):
+    a = _token(client, world, "a")
+    rid = world["resident"]
+    assert rid in [r["id"] for r in client.get("/api/v1/residents", headers=a).json()]
+    detail = client.get(f"/api/v1/residents/{rid}", headers=a).json()
+    assert detail["name"] == "王秀英" and detail["contracted_doctor"]["id"] == world["a"]
+    raw = client.get(
+        f"/api/v1/residents/{rid}/readings", params={"metric": "heart_rate"}, headers=a
+    ).json()
+    assert len(raw["readings"]) == 100
+    page = client.get(
+        f"/api/v1/residents/{rid}/readings", params={"metric": "heart_rate", "limit": 60}, headers=a
+    ).json()
+    rest = client.get(
+        f"/api/v1/residents/{rid}/readings",
+        params={"metric": "heart_rate", "limit": 60, "after": page["next_after"]},
+        headers=a,
+    ).json()
+    assert len(page["readings"]) + len(rest["readings"]) == 100 and rest["next_after"] is None
+    hourly = client.get(
+        f"/api/v1/residents/{rid}/readings", params={"bucket": "hour"}, headers=a
+    ).json()
+    assert sum(r["samples"] for r in hourly["readings"]) == 100
+    assert client.get(f"/api/v1/residents/{rid}/latest", headers=a).json()[0]["unit"] == "/min"
+    queue = client.get("/api/v1/alerts", headers=a).json()
+    assert world["alert"] in [x["id"] for x in queue]
+    acked = client.post(f"/api/v1/alerts/{world['alert']}/ack", json={"note": "在路上"}, headers=a)
+    assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
+    timeline = client.get(f"/api/v1/alerts/{world['alert']}", headers=a).json()["timeline"]
+    assert [t["action"] for t in timeline][-1] == "acknowledged"
+    actions = {
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM audit_log WHERE actor LIKE %s AND resident_id = %s",
+            (f"user:%:{world['users']['a'][0]}", rid),
+        )
+    }
+    assert {
+        "read.resident",
+        "read.readings",
+        "read.latest",
+        "alert.acknowledge",
+        "read.alert",
+    } <= actions
+
+
+def test_another_doctor_gets_404_for_a_resident_who_is_not_theirs(client, world):
+    b = _token(client, world, "b")
+    rid = world["resident"]
+    assert rid not in [r["id"] for r in client.get("/api/v1/residents", headers=b).json()]
+    for path in (
+        f"/api/v1/residents/{rid}",
+        f"/api/v1/residents/{rid}/readings",
+        f"/api/v1/residents/{rid}/latest",
+        f"/api/v1/alerts/{world['alert']}",
+    ):
+        response = client.get(path, headers=b)
+        assert response.status_code == 404, path
+        assert "not one of" in response.json()["detail"]
+    assert world["alert"] not in [x["id"] for x in client.get("/api/v1/alerts", headers=b).json()]
+    assert (
+        client.post(f"/api/v1/alerts/{world['alert']}/ack", json={}, headers=b).status_code == 404
+    )
+
+
+def test_platform_keys_read_their_institutions_and_cannot_write(client, world, conn):
+    own = {"Authorization": f"Bearer {world['own_key']}"}
+    other = {"Authorization": f"Bearer {world['other_key']}"}
+    assert client.get(f"/api/v1/residents/{world['resident']}", headers=own).status_code == 200
+    assert client.get(f"/api/v1/residents/{world['resident']}", headers=other).status_code == 404
+    refused = client.post(
+        f"/api/v1/alerts/{world['alert']}/resolve", json={"note": "x"}, headers=own
+    )
+    assert refused.status_code == 403 and "may read but not act" in refused.json()["detail"]
+    outcome = conn.execute(
+        "SELECT outcome FROM audit_log WHERE action = 'alert.resolve' AND actor LIKE 'platform:%%' "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert outcome == ("refused",)
+
+
+def test_tokens_expire_and_are_revoked(client, world, conn):
+    a = _token(client, world, "a")
+    assert client.get("/api/v1/auth/me", headers=a).status_code == 200
+    conn.execute(
+        "UPDATE api_token SET expires_at = now() - INTERVAL '1 second' WHERE kind = 'session' "
+        "AND user_id = (SELECT id FROM app_user WHERE username = %s)",
+        (world["users"]["a"][0],),
+    )
+    expired = client.get("/api/v1/auth/me", headers=a)
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    a = _token(client, world, "a")
+    assert client.post("/api/v1/auth/logout", headers=a).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=a).status_code == 401
+    assert client.get("/api/v1/residents").status_code == 401
+    assert (
+        client.get("/api/v1/residents", headers={"Authorization": "Bearer nonsense"}).status_code
+        == 401
+    )
+
+
+def test_logins_are_rate_limited(client, world):
+    username, password = world["users"]["b"]
+    for _ in range(5):
+        assert (
+            client.post(
+                "/api/v1/auth/login", json={"username": username, "password": "wrong"}
+            ).status_code
+            == 401
+        )
+    limited = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert limited.status_code == 429 and "wait" in limited.json()["detail"]
+
+
+def test_bad_requests_get_a_4xx_with_a_message(client, world):
+    a = _token(client, world, "a")
+    rid = world["resident"]
+    assert (
+        client.get(
+            f"/api/v1/residents/{rid}/readings", params={"metric": "mood"}, headers=a
+        ).status_code
+        == 422
+    )
+    assert (
+        client.get(
+            f"/api/v1/residents/{rid}/readings", params={"bucket": "week"}, headers=a
+        ).status_code
+        == 422
+    )
+    assert (
+        client.get(
+            f"/api/v1/residents/{rid}/readings", params={"since": "yesterday"}, headers=a
+        ).status_code
+        == 422
+    )
+    assert (
+        client.post(f"/api/v1/alerts/{world['alert']}/resolve", json={}, headers=a).status_code
+        == 422
+    )
+    assert client.post("/api/v1/auth/login", json={"username": ""}).status_code == 422
+
+
+def test_the_audit_log_is_for_admins_and_append_only(client, world, conn):
+    a = _token(client, world, "a")
+    client.get(f"/api/v1/residents/{world['resident']}", headers=a)
+    assert client.get("/api/v1/audit", headers=a).status_code == 403
+    admin = _token(client, world, "admin")
+    entries = client.get(
+        "/api/v1/audit", params={"resident_id": world["resident"]}, headers=admin
+    ).json()
+    assert any(e["action"] == "read.resident" and e["address"] for e in entries)
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        conn.execute("UPDATE audit_log SET actor = 'someone else'")
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        conn.execute("DELETE FROM audit_log")
