@@ -4,7 +4,7 @@ platform keys that cannot write, expired tokens, validation errors and the audit
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
