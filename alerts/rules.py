@@ -92,6 +92,17 @@ TEMP_DEFAULT = Limits(high=37.8)  # single > 37.8 °C in older adults (IDSA)
 GLUCOSE_DEFAULT = Limits(low=3.9)  # < 3.9 level 1, < 3.0 level 2 urgent (ADA)
 
 
+# The defaults per metric, for display (the dashboard draws them on charts).
+DEFAULT_LIMITS: dict[str, Limits] = {
+    "spo2": SPO2_DEFAULT,
+    "heart_rate": HEART_DEFAULT,
+    "systolic_bp": SYSTOLIC_DEFAULT,
+    "diastolic_bp": DIASTOLIC_DEFAULT,
+    "body_temp": TEMP_DEFAULT,
+    "blood_glucose": GLUCOSE_DEFAULT,
+}
+
+
 def _spo2(window: Window) -> Finding | None:
     samples = window.recent("spo2", REALTIME)
     limits = window.limits("spo2", SPO2_DEFAULT)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
 from api.access import AccessError
-from api.views import alerts, audit, auth, residents
+from api.views import alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
 
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.database_url = cfg.require_database_url()
         app.state.pool = ConnectionPool(
             cfg.require_database_url(),
             min_size=1,
@@ -41,7 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "contracted doctors. Every access to health data is audited.",
         lifespan=lifespan,
     )
-    for router in (auth.router, residents.router, alerts.router, audit.router):
+    for router in (
+        auth.router,
+        residents.router,
+        alerts.router,
+        live.router,
+        overview.router,
+        audit.router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(AccessError)

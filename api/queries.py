@@ -107,9 +107,9 @@ ORDER BY metric, measured_at DESC
 _SEE_A = VISIBLE.format(column="a.resident_id")
 
 LIST_ALERTS = f"""
-SELECT a.id, a.resident_id, a.rule, a.severity, a.state, a.title, a.opened_at, a.last_seen_at,
-       a.occurrences, a.acknowledged_by, a.acknowledged_at
-FROM alert a
+SELECT a.id, a.resident_id, r.name AS resident_name, a.rule, a.severity, a.state, a.title, a.opened_at,
+       a.last_seen_at, a.occurrences, a.acknowledged_by, a.acknowledged_at
+FROM alert a JOIN resident r ON r.id = a.resident_id
 WHERE a.resident_id IS NOT NULL AND {_SEE_A}
   AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
   AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
@@ -122,3 +122,48 @@ LIMIT %(limit)s
 ALERT_RESIDENT = f"""
 SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS NOT NULL AND {_SEE_A}
 """
+
+STREAM_TRANSITIONS = f"""
+SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor
+FROM alert_transition t JOIN alert a ON a.id = t.alert_id
+WHERE t.id > %(after)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+ORDER BY t.id LIMIT 500
+"""
+
+LAST_TRANSITION = "SELECT coalesce(max(id), 0) FROM alert_transition"
+
+OVERVIEW_RESIDENTS = f"""
+SELECT r.id, r.name,
+       count(a.id) FILTER (WHERE a.state <> 'resolved') AS open_alerts,
+       max(CASE a.severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 WHEN 'info' THEN 0 END)
+           FILTER (WHERE a.state <> 'resolved') AS worst
+FROM resident r LEFT JOIN alert a ON a.resident_id = r.id
+WHERE {_SEE_R}
+GROUP BY r.id, r.name ORDER BY r.id LIMIT 2000
+"""
+
+OVERVIEW_NEWS2 = """
+SELECT DISTINCT ON (resident_id) resident_id, detail->>'band' FROM alert
+WHERE rule = 'news2' AND state <> 'resolved' AND resident_id = ANY(%s)
+ORDER BY resident_id, opened_at DESC
+"""
+
+OVERVIEW_OFFLINE = f"""
+SELECT d.device_id, d.kind, r.id AS resident_id, r.name AS resident_name, d.last_seen_at
+FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+JOIN resident r ON r.id = b.resident_id
+WHERE d.status = 'active' AND {_SEE_R}
+  AND (NOT d.online OR d.last_seen_at IS NULL OR d.last_seen_at < now() - INTERVAL '10 minutes')
+ORDER BY d.last_seen_at NULLS FIRST LIMIT 500
+"""
+
+OVERVIEW_UNACKED = f"""
+SELECT count(*) FILTER (WHERE age < INTERVAL '5 minutes'),
+       count(*) FILTER (WHERE age >= INTERVAL '5 minutes' AND age < INTERVAL '30 minutes'),
+       count(*) FILTER (WHERE age >= INTERVAL '30 minutes' AND age < INTERVAL '2 hours'),
+       count(*) FILTER (WHERE age >= INTERVAL '2 hours')
+FROM alert a, LATERAL (SELECT now() - a.opened_at AS age) x
+WHERE a.state = 'open' AND a.resident_id IS NOT NULL AND {_SEE_A}
+"""
+
+THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"

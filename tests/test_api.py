@@ -3,6 +3,7 @@ platform keys that cannot write, expired tokens, validation errors and the audit
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -224,3 +225,78 @@ def test_the_audit_log_is_for_admins_and_append_only(client, world, conn):
         conn.execute("UPDATE audit_log SET actor = 'someone else'")
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
         conn.execute("DELETE FROM audit_log")
+
+
+def _events(text):
+    """(id, event, data) of an event-stream body."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1)
+            for line in block.splitlines()
+            if ": " in line and not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_the_live_stream_resumes_from_last_event_id_and_respects_scope(client, world, conn):
+    a = _token(client, world, "a")
+    token = a["Authorization"].removeprefix("Bearer ")
+    first = client.get(
+        "/api/v1/stream",
+        params={"access_token": token, "once": True},
+        headers={"Last-Event-ID": "0"},
+    )
+    assert first.headers["content-type"].startswith("text/event-stream")
+    mine = [e for e in _events(first.text) if e[2]["alert_id"] == world["alert"]]
+    assert [e[2]["action"] for e in mine] == ["raised"]
+    client.post(f"/api/v1/alerts/{world['alert']}/ack", json={}, headers=a)
+    resumed = client.get(
+        "/api/v1/stream",
+        params={"access_token": token, "once": True},
+        headers={"Last-Event-ID": str(mine[-1][0])},
+    )
+    assert [(e[2]["alert_id"], e[2]["action"]) for e in _events(resumed.text)] == [
+        (world["alert"], "acknowledged")
+    ]
+    b = _token(client, world, "b")
+    theirs = client.get(
+        "/api/v1/stream",
+        params={"access_token": b["Authorization"][7:], "once": True},
+        headers={"Last-Event-ID": "0"},
+    )
+    assert world["alert"] not in {e[2]["alert_id"] for e in _events(theirs.text)}
+    assert client.get("/api/v1/stream", params={"once": True}).status_code == 401
+
+
+def test_resident_page_data_news2_thresholds_and_overview(client, world, conn):
+    a = _token(client, world, "a")
+    rid = world["resident"]
+    news2 = client.get(f"/api/v1/residents/{rid}/news2", headers=a).json()
+    assert (
+        news2["complete"] is False
+        and "heart_rate" in news2["parameters"]
+        and "resp_rate" in news2["missing"]
+    )
+    conn.execute(
+        "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
+        "VALUES (%s, 'systolic_bp', 90, 200, 'doctor')",
+        (rid,),
+    )
+    limits = client.get(f"/api/v1/residents/{rid}/thresholds", headers=a).json()
+    assert limits["systolic_bp"] == {"low": 90, "high": 200} and limits["spo2"]["low"] == 94
+    overview = client.get("/api/v1/overview", headers=a).json()
+    mine = next(r for r in overview["residents"] if r["id"] == rid)
+    assert (
+        mine["open_alerts"] >= 1
+        and mine["worst_severity"] == "warning"
+        and mine["risk"] == "medium"
+    )
+    assert set(overview["unacknowledged_by_age"]) == {"<5m", "5-30m", "30m-2h", ">2h"}
+    b = _token(client, world, "b")
+    assert rid not in {
+        r["id"] for r in client.get("/api/v1/overview", headers=b).json()["residents"]
+    }
+    assert client.get(f"/api/v1/residents/{rid}/news2", headers=b).status_code == 404

@@ -24,6 +24,7 @@ NOT_FOUND = "no such alert (or not one of your residents')"
 class AlertSummary(BaseModel):
     id: int
     resident_id: int
+    resident_name: str | None = None
     rule: str
     severity: str
     state: str

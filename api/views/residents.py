@@ -195,3 +195,57 @@ def latest(resident_id: int, caller: Caller, conn: Conn, request: Request) -> li
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@router.get("/{resident_id}/news2", responses={401: {}, 404: {}})
+def news2_now(resident_id: int, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+    """NEWS2 from the latest value of each parameter within the hour (the alert rule's own code);
+    a partial score says which parameters it used, their age, and what is missing."""
+    from alerts import news2
+    from alerts.rules import NEWS2_WINDOW
+
+    resident = _visible(conn, caller, resident_id)
+    now = datetime.now(UTC)
+    observations = {
+        metric: news2.Observation(value, at)
+        for metric, value, at, _device in conn.execute(
+            queries.LATEST_READINGS, (resident_id,)
+        ).fetchall()
+        if metric in news2.MEASURED and now - at <= NEWS2_WINDOW
+    }
+    try:
+        result = news2.score(observations=observations, spo2_scale=resident["spo2_scale"], now=now)
+    except ValueError:  # scale 2 at ≥ 93 % without knowing air or oxygen: score without SpO2
+        observations.pop("spo2", None)
+        result = news2.score(observations=observations, spo2_scale=resident["spo2_scale"], now=now)
+    audit(
+        conn,
+        caller,
+        "read.news2",
+        request.url.path,
+        address=client_address(request),
+        resident_id=resident_id,
+    )
+    return result.as_json()
+
+
+@router.get("/{resident_id}/thresholds", responses={401: {}, 404: {}})
+def thresholds(
+    resident_id: int, caller: Caller, conn: Conn, request: Request
+) -> dict[str, dict[str, float | None]]:
+    """Alert thresholds per metric: the rules' defaults merged with this resident's overrides."""
+    from alerts.rules import DEFAULT_LIMITS
+
+    _visible(conn, caller, resident_id)
+    merged = {metric: {"low": lim.low, "high": lim.high} for metric, lim in DEFAULT_LIMITS.items()}
+    for metric, low, high in conn.execute(queries.THRESHOLD_OVERRIDES, (resident_id,)).fetchall():
+        merged[metric] = {"low": low, "high": high}
+    audit(
+        conn,
+        caller,
+        "read.thresholds",
+        request.url.path,
+        address=client_address(request),
+        resident_id=resident_id,
+    )
+    return merged
