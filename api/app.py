@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import ConnectionPool
 
 from api.access import AccessError
+from api.metrics import DatabaseCollector
 from api.views import alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
@@ -56,6 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def access_error(_request: Request, exc: AccessError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus metrics: ingest rate and lag, quarantine, unresolved alerts, failed notifications."""
+        registry = CollectorRegistry()
+        registry.register(DatabaseCollector(request.app.state.pool))
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

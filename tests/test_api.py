@@ -300,3 +300,17 @@ def test_resident_page_data_news2_thresholds_and_overview(client, world, conn):
         r["id"] for r in client.get("/api/v1/overview", headers=b).json()["residents"]
     }
     assert client.get(f"/api/v1/residents/{rid}/news2", headers=b).status_code == 404
+
+
+def test_health_and_metrics(client, world):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "broker": True}
+    text = client.get("/metrics").text
+    for name in (
+        "eldercare_ingest_messages_last_minute",
+        "eldercare_quarantine_messages",
+        'eldercare_alerts_unresolved{severity="warning"}',
+        "eldercare_notifications_failed",
+    ):
+        assert name in text

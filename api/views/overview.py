@@ -20,7 +20,9 @@ RISK_BY_SEVERITY = {"critical": "high", "warning": "medium", "info": "low"}
 def overview(caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
     visibility = caller.visibility()
     rows = conn.execute(queries.OVERVIEW_RESIDENTS, visibility).fetchall()
-    bands: dict[int, str] = dict(conn.execute(queries.OVERVIEW_NEWS2, ([r[0] for r in rows],)).fetchall())
+    bands: dict[int, str] = dict(
+        conn.execute(queries.OVERVIEW_NEWS2, ([r[0] for r in rows],)).fetchall()
+    )
     residents = []
     for resident_id, name, open_alerts, worst in rows:
         severity = SEVERITY.get(worst) if worst is not None else None
