@@ -70,8 +70,9 @@ class DatabaseCollector(Collector):
         a = GaugeMetricFamily(
             "eldercare_alerts_unresolved", "Unresolved alerts", labels=["severity"]
         )
+        by_severity: dict[str, int] = {severity: count for severity, count in alerts}
         for severity in ("info", "warning", "critical"):
-            a.add_metric([severity], dict(alerts).get(severity, 0))
+            a.add_metric([severity], by_severity.get(severity, 0))
         yield a
         failed = GaugeMetricFamily(
             "eldercare_notifications_failed", "Notifications given up on", labels=["channel"]
