@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import psycopg
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.access import Principal, authenticate
@@ -35,3 +35,9 @@ Caller = Annotated[Principal, Depends(_caller)]
 
 def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+# Database ids are bigint: larger numbers are refused as invalid input (422), not by the database.
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]

@@ -25,17 +25,16 @@ def test_no_server_errors_and_responses_match_the_schema(settings, world):  # no
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 12, "every documented operation is fuzzed"
         for operation in operations:
-            strategy = operation.as_strategy()
+            _fuzz(operation.as_strategy(), headers)
 
-            @hypothesis_settings(
-                max_examples=12,
-                deadline=None,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(data=st.data())
-            def fuzz(data: st.DataObject) -> None:
-                case = data.draw(strategy)
-                case.call_and_validate(headers=headers)
 
-            fuzz()
+def _fuzz(strategy: st.SearchStrategy, headers: dict[str, str]) -> None:
+    @hypothesis_settings(
+        max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(data=st.data())
+    def fuzz(data: st.DataObject) -> None:
+        case = data.draw(strategy)
+        case.call_and_validate(headers=headers)
+
+    fuzz()

@@ -15,7 +15,7 @@ from alerts import service
 from alerts.service import AlertError
 from api import queries
 from api.access import Principal, audit
-from api.deps import Caller, Conn, client_address
+from api.deps import Caller, Conn, IdPath, IdQuery, client_address
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 NOT_FOUND = "no such alert (or not one of your residents')"
@@ -80,7 +80,7 @@ def list_alerts(
     state: Literal["unresolved", "pending", "open", "acknowledged", "resolved"]
     | None = "unresolved",
     severity: Literal["info", "warning", "critical"] | None = None,
-    resident_id: int | None = None,
+    resident_id: IdQuery = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
@@ -118,7 +118,7 @@ def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int:
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, responses={401: {}, 404: {}})
-def get_alert(alert_id: int, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
     """One alert with its timeline."""
     resident_id = _resident_of(conn, caller, alert_id)
     alert = asdict(service.get_alert(conn, alert_id))
@@ -176,7 +176,7 @@ def _summary(alert: Any) -> dict[str, Any]:
     "/{alert_id}/ack", response_model=AlertSummary, responses={401: {}, 403: {}, 404: {}, 409: {}}
 )
 def acknowledge(
-    alert_id: int, body: Note, caller: Caller, conn: Conn, request: Request
+    alert_id: IdPath, body: Note, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """I am handling it: reminders stop; an SOS device hears that help is coming."""
     return _act(conn, caller, request, alert_id, "acknowledge", actor=caller.actor, note=body.note)
@@ -188,7 +188,7 @@ def acknowledge(
     responses={401: {}, 403: {}, 404: {}, 409: {}},
 )
 def snooze(
-    alert_id: int, body: SnoozeBody, caller: Caller, conn: Conn, request: Request
+    alert_id: IdPath, body: SnoozeBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Pause my reminders for this alert (refused for critical alerts)."""
     if caller.doctor_id is None:
@@ -203,7 +203,7 @@ def snooze(
     responses={401: {}, 403: {}, 404: {}, 409: {}},
 )
 def resolve(
-    alert_id: int, body: ResolveBody, caller: Caller, conn: Conn, request: Request
+    alert_id: IdPath, body: ResolveBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Close the alert, saying what was done."""
     return _act(conn, caller, request, alert_id, "resolve", actor=caller.actor, note=body.note)

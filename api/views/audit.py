@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api import queries
-from api.deps import Caller, Conn
+from api.deps import Caller, Conn, IdQuery
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -31,7 +31,7 @@ class AuditEntry(BaseModel):
 def audit_log(
     caller: Caller,
     conn: Conn,
-    resident_id: int | None = None,
+    resident_id: IdQuery = None,
     actor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from api import queries
 from api.access import audit
-from api.deps import Caller, Conn, client_address
+from api.deps import Caller, Conn, IdPath, client_address
 from ingest.metrics import METRICS
 
 router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
@@ -108,7 +108,7 @@ def _visible(conn: Conn, caller: Caller, resident_id: int) -> dict[str, Any]:
 
 
 @router.get("/{resident_id}", response_model=ResidentDetail, responses={401: {}, 404: {}})
-def get_resident(resident_id: int, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+def get_resident(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
     """Identity, archive number, contracted doctor and devices."""
     resident = _visible(conn, caller, resident_id)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -128,7 +128,7 @@ def get_resident(resident_id: int, caller: Caller, conn: Conn, request: Request)
     "/{resident_id}/readings", response_model=ReadingPage, responses={401: {}, 404: {}, 422: {}}
 )
 def readings(
-    resident_id: int,
+    resident_id: IdPath,
     caller: Caller,
     conn: Conn,
     request: Request,
@@ -179,7 +179,7 @@ def readings(
 
 
 @router.get("/{resident_id}/latest", response_model=list[Latest], responses={401: {}, 404: {}})
-def latest(resident_id: int, caller: Caller, conn: Conn, request: Request) -> list[Latest]:
+def latest(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> list[Latest]:
     """The latest value of each metric (within 7 days)."""
     _visible(conn, caller, resident_id)
     rows = conn.execute(queries.LATEST_READINGS, (resident_id,)).fetchall()
@@ -202,7 +202,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 @router.get("/{resident_id}/news2", responses={401: {}, 404: {}})
-def news2_now(resident_id: int, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+def news2_now(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
     """NEWS2 from the latest value of each parameter within the hour (the alert rule's own code);
     a partial score says which parameters it used, their age, and what is missing."""
     from alerts import news2
@@ -235,7 +235,7 @@ def news2_now(resident_id: int, caller: Caller, conn: Conn, request: Request) ->
 
 @router.get("/{resident_id}/thresholds", responses={401: {}, 404: {}})
 def thresholds(
-    resident_id: int, caller: Caller, conn: Conn, request: Request
+    resident_id: IdPath, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, dict[str, float | None]]:
     """Alert thresholds per metric: the rules' defaults merged with this resident's overrides."""
     from alerts.rules import DEFAULT_LIMITS
