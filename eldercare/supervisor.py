@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devices import broker_auth, service
 from eldercare.broker import Broker
@@ -133,6 +134,7 @@ def run(options: RunOptions) -> int:
             child.log = logs / f"{child.name}.log"
             _start(child)
         _wait_http(f"http://127.0.0.1:{http_port}/healthz", stop)
+        logins = _demo_circle(database_url, options, stop) if options.simulate else []
         _say("")
         _say("eldercare is running")
         _say(
@@ -148,6 +150,14 @@ def run(options: RunOptions) -> int:
         _say(
             "  try      : .venv/bin/eldercare residents list; .venv/bin/eldercare readings --resident 1 --since 10m"
         )
+        if logins:
+            _say(
+                f"  dashboard: http://127.0.0.1:{http_port}/  — demo doctors (passwords shown only now):"
+            )
+            for login in logins:
+                _say(
+                    f"             {login.username} / {login.password}  ({login.doctor}, {login.residents} residents)"
+                )
         _say("Press Ctrl-C to stop.")
         while not stop.wait(1.0):
             for child in children:
@@ -171,6 +181,32 @@ def run(options: RunOptions) -> int:
         if private is not None:
             private.stop()
         _say("stopped.")
+
+
+# The simulator names its devices <fleet>-<NNN>-<kind>; `make run` uses the fleet "demo".
+FLEET_RESIDENTS = """
+SELECT DISTINCT b.resident_id FROM device_binding b
+WHERE b.device_id LIKE 'demo-%' AND b.unbound_at IS NULL ORDER BY 1
+"""
+
+
+def _demo_circle(database_url: str, options: RunOptions, stop: threading.Event) -> list[Any]:
+    """Once the simulator has registered its residents, give them family doctors with logins."""
+    from eldercare.demo import provision
+
+    deadline = time.monotonic() + 60
+    with db.connection(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline and not stop.is_set():
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM resident ORDER BY id LIMIT %s", (options.residents,)
+                )
+            ]
+            if len(ids) >= options.residents:
+                return list(provision(conn, ids))
+            stop.wait(0.5)
+    return []
 
 
 def _start(child: Child) -> None:
