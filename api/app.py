@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from psycopg_pool import ConnectionPool
 
 from api.access import AccessError
+from api.dashboard import mount_dashboard
 from api.metrics import DatabaseCollector
 from api.views import alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit.router,
     ):
         app.include_router(router)
+
+    mount_dashboard(app)
 
     @app.exception_handler(AccessError)
     def access_error(_request: Request, exc: AccessError) -> JSONResponse:
