@@ -53,7 +53,9 @@ def test_run_brings_everything_up_and_stops_cleanly_keeping_data(database_url, t
             assert process.poll() is None, log.read_text()
             config = cli_json("config", env=env)
             assert config["mqtt_host"] == "127.0.0.1" and config["mqtt_port"]
-            assert "doctor1 / " in log.read_text(), "demo doctors' credentials are printed at start-up"
+            assert "doctor1 / " in log.read_text(), (
+                "demo doctors' credentials are printed at start-up"
+            )
             assert (
                 config["database_url"].endswith(url.rsplit("/", 1)[-1])
                 or "dbname" in config["database_url"]

@@ -108,7 +108,9 @@ def _visible(conn: Conn, caller: Caller, resident_id: int) -> dict[str, Any]:
 
 
 @router.get("/{resident_id}", response_model=ResidentDetail, responses={401: {}, 404: {}})
-def get_resident(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
+def get_resident(
+    resident_id: IdPath, caller: Caller, conn: Conn, request: Request
+) -> dict[str, Any]:
     """Identity, archive number, contracted doctor and devices."""
     resident = _visible(conn, caller, resident_id)
     with conn.cursor(row_factory=dict_row) as cur:
