@@ -62,6 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(psycopg.errors.DataError)
+    def data_error(_request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        # Input the schema allowed but the database cannot hold (a date or number out of range).
+        return JSONResponse(
+            {"detail": f"value out of range: {exc.diag.message_primary}"}, status_code=422
+        )
+
+    @app.exception_handler(OverflowError)
+    def overflow(_request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
+
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics(request: Request) -> PlainTextResponse:
         """Prometheus metrics: ingest rate and lag, quarantine, unresolved alerts, failed notifications."""

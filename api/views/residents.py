@@ -79,7 +79,7 @@ def list_residents(
     conn: Conn,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[dict[str, Any]]:
     """The residents the caller looks after."""
     with conn.cursor(row_factory=dict_row) as cur:
