@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(OverflowError)
     def overflow(_request: Request, exc: OverflowError) -> JSONResponse:
-        return JSONResponse({"detail": f"value out of range: {exc}"}, status_code=422)
+        return _out_of_range(str(exc))
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics(request: Request) -> PlainTextResponse:
@@ -93,6 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     return app
+
+
+def _out_of_range(message: str) -> JSONResponse:
+    """A 422 shaped like FastAPI's own validation errors (the schema documents that shape)."""
+    error = {"loc": ["query"], "msg": f"value out of range: {message}", "type": "value_error"}
+    return JSONResponse({"detail": [error]}, status_code=422)
 
 
 def _database_ok(cfg: Settings) -> bool:
