@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from api.access import AccessError
 from api.dashboard import mount_dashboard
 from api.metrics import DatabaseCollector
-from api.views import alerts, audit, auth, live, overview, residents
+from api.views import admin, alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts.router,
         live.router,
         overview.router,
+        admin.router,
         audit.router,
     ):
         app.include_router(router)

@@ -37,7 +37,8 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-# Database ids are bigint: larger numbers are refused as invalid input (422), not by the database.
-MAX_ID = 2**63 - 1
+# Ids fit a bigint and a JavaScript number exactly (2^53 - 1); larger ones are invalid input (422),
+# never a database error. (JSON Schema validators compare numbers as doubles too.)
+MAX_ID = 2**53 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]

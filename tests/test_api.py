@@ -314,3 +314,130 @@ def test_health_and_metrics(client, world):
         "eldercare_notifications_failed",
     ):
         assert name in text
+
+
+def test_administration_through_the_api(client, world, conn):
+    tag = uuid.uuid4().hex[:6]
+    access.add_user(
+        conn,
+        username=f"ia-{tag}",
+        password="admin-password",
+        role="institution_admin",
+        institution_id=world["centre"],
+    )
+    admin = {
+        "Authorization": "Bearer "
+        + client.post(
+            "/api/v1/auth/login", json={"username": f"ia-{tag}", "password": "admin-password"}
+        ).json()["token"]
+    }
+    a = _token(client, world, "a")
+    doctor = client.post(
+        "/api/v1/doctors", json={"name": "新医生", "institution_id": world["centre"]}, headers=admin
+    )
+    assert doctor.status_code == 201
+    other = care.add_institution(conn, name=f"别处 {tag}", kind="care_home")
+    assert (
+        client.post(
+            "/api/v1/doctors", json={"name": "x", "institution_id": other["id"]}, headers=admin
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/api/v1/doctors", json={"name": "x", "institution_id": world["centre"]}, headers=a
+        ).status_code
+        == 403
+    )
+    resident = client.post(
+        "/api/v1/residents",
+        json={"name": "孙秀兰", "archive_id": "31011500100100077"},
+        headers=admin,
+    )
+    assert resident.status_code == 201 and resident.json()["institution_id"] == world["centre"]
+    rid = resident.json()["id"]
+    dup = client.post(
+        "/api/v1/residents", json={"name": "x", "archive_id": "31011500100100077"}, headers=admin
+    )
+    assert dup.status_code == 409 and "already belongs" in dup.json()["detail"]
+    contract = client.post(
+        "/api/v1/contracts", json={"resident_id": rid, "doctor_id": world["a"]}, headers=admin
+    )
+    assert contract.status_code == 201
+    assert client.get(f"/api/v1/residents/{rid}", headers=a).status_code == 200, (
+        "now one of doctor A's"
+    )
+    device_id = f"wb-api-{tag}"
+    device = client.post(
+        "/api/v1/devices",
+        json={"device_id": device_id, "kind": "wristband", "resident_id": rid},
+        headers=admin,
+    )
+    assert device.status_code == 201 and len(device.json()["mqtt_password"]) >= 24
+    assert (
+        client.post(f"/api/v1/devices/{device_id}/unbind", headers=admin).json()["resident_id"]
+        is None
+    )
+    assert (
+        client.post(
+            f"/api/v1/devices/{device_id}/bind", json={"resident_id": rid}, headers=admin
+        ).json()["resident_id"]
+        == rid
+    )
+    rotated = client.post(f"/api/v1/devices/{device_id}/rotate", headers=admin).json()
+    assert rotated["mqtt_password"] != device.json()["mqtt_password"]
+    assert (
+        client.post(f"/api/v1/devices/{device_id}/retire", headers=admin).json()["status"]
+        == "retired"
+    )
+    again = client.post(f"/api/v1/devices/{device_id}/retire", headers=admin)
+    assert again.status_code == 409 and "already retired" in again.json()["detail"]
+    assert client.post("/api/v1/devices/nope-1/retire", headers=admin).status_code == 404
+    threshold = client.put(
+        f"/api/v1/residents/{rid}/thresholds/systolic_bp", json={"low": 95, "high": 195}, headers=a
+    )
+    assert threshold.status_code == 200 and threshold.json()["high"] == 195
+    b = _token(client, world, "b")
+    assert (
+        client.put(
+            f"/api/v1/residents/{rid}/thresholds/systolic_bp", json={"high": 300}, headers=b
+        ).status_code
+        == 404
+    )
+    own = {"Authorization": f"Bearer {world['own_key']}"}
+    assert (
+        client.put(
+            f"/api/v1/residents/{rid}/thresholds/systolic_bp", json={"high": 300}, headers=own
+        ).status_code
+        == 403
+    )
+    tiers = [
+        {"after_s": 0, "notify": ["contracted_doctor"]},
+        {"after_s": 600, "notify": ["duty_desk"]},
+    ]
+    policy = client.put(
+        "/api/v1/policies/warning",
+        json={"institution_id": world["centre"], "tiers": tiers, "reminder_every_s": 600},
+        headers=admin,
+    )
+    assert policy.status_code == 200 and policy.json()["reminder_every_s"] == 600
+    assert (
+        client.put("/api/v1/policies/warning", json={"tiers": tiers}, headers=admin).status_code
+        == 403
+    )
+    bad = client.put(
+        "/api/v1/policies/warning",
+        json={
+            "institution_id": world["centre"],
+            "tiers": [{"after_s": 60, "notify": ["duty_desk"]}],
+        },
+        headers=admin,
+    )
+    assert bad.status_code == 409 and "first tier" in bad.json()["detail"]
+    actions = {
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM audit_log WHERE actor LIKE %s", (f"user:%:ia-{tag}",)
+        )
+    }
+    assert {"resident.add", "contract.add", "device.add", "device.bind", "device.retire"} <= actions
