@@ -21,8 +21,9 @@ from alerts import outbox, queries, service
 from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
+from alerts.device_events import CANCELS, event_finding
 from alerts.models import Finding
-from alerts.rules import CLEARS_AFTER, REALTIME, TITLES, Limits, Sample, Window, evaluate
+from alerts.rules import CLEARS_AFTER, REALTIME, Limits, Sample, Window, evaluate
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from eldercare.mqtt import _Client, connect_blocking, new_client
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 FAST_CHANNELS = ("mqtt", "device_ack")
 SLOW_CHANNELS = ("email", "webhook")
 LOOKBACK = timedelta(hours=1)
-CANCELS = {"sos_cancel": "sos", "fall_cancel": "fall"}
 
 
 class AlertEngine:
@@ -106,45 +106,33 @@ class AlertEngine:
             row = conn.execute(queries.LOCK_EVENT, (event_id,)).fetchone()
             if row is None:
                 return None  # handled already (or by another engine)
-            _id, device_id, resident_id, kind, occurred_at = row
+            _id, device_id, resident_id, kind, occurred_at, received_at = row
             conn.execute(queries.MARK_EVENT, (now, event_id))
             alert = None
+            window = timedelta(seconds=self.config.fall_cancel_window_s)
             if kind in ("sos", "fall"):
-                delay = (
-                    timedelta(seconds=self.config.fall_cancel_window_s)
-                    if kind == "fall"
-                    else timedelta(0)
-                )
-                finding = Finding(
-                    rule=kind,
-                    severity="critical",
-                    title=TITLES[kind],
-                    detail={"event_id": event_id, "occurred_at": occurred_at.isoformat()},
-                    device_id=device_id,
-                )
+                # Late (reported long after it happened) or live: alerts/device_events.py.
+                finding = event_finding(kind, event_id, device_id, occurred_at, received_at)
                 alert = service.raise_finding(
                     conn,
                     resident_id=resident_id,
                     finding=finding,
                     now=now,
                     event_id=event_id,
-                    delay=delay,
+                    delay=window if kind == "fall" else timedelta(0),
                     actor=f"device:{device_id}",
                 )
             elif kind in CANCELS:
-                with conn.cursor() as cur:
-                    found = cur.execute(
-                        queries.LOCK_UNRESOLVED, {"resident_id": resident_id, "rule": CANCELS[kind]}
-                    ).fetchone()
-                if found is not None:
-                    alert = service.resolve(
-                        conn,
-                        found[0],
-                        actor=f"device:{device_id}",
-                        now=now,
-                        automatic=True,
-                        note=f"cancelled on the device ({kind})",
-                    )
+                alert = service.cancel_from_device(
+                    conn,
+                    resident_id=resident_id,
+                    device_id=device_id,
+                    rule=CANCELS[kind],
+                    kind=kind,
+                    cancelled_at=occurred_at,
+                    now=now,
+                    window=window,
+                )
         return alert.id if alert else None
 
     def catch_up_events(self, conn: psycopg.Connection) -> None:
@@ -189,7 +177,9 @@ class AlertEngine:
         for resident_id, finding in found:
             service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         active = {f.rule for _, f in found}
-        for alert_id, rule in conn.execute(queries.UNRESOLVED_DEVICE_ALERTS).fetchall():
+        for alert_id, rule, status, bound in conn.execute(
+            queries.UNRESOLVED_DEVICE_ALERTS
+        ).fetchall():
             if rule not in active:
                 service.resolve(
                     conn,
@@ -197,9 +187,7 @@ class AlertEngine:
                     actor="system",
                     now=now,
                     automatic=True,
-                    note="the device is reporting again"
-                    if rule.startswith("no_data")
-                    else "battery recovered",
+                    note=_device_note(rule, status, bound),
                 )
 
     def _every(self, name: str, seconds: float, now: datetime) -> bool:
@@ -273,3 +261,12 @@ class AlertEngine:
             except Exception:
                 log.exception("%s failed; retrying in a moment", name)
                 self.stop_event.wait(self.config.tick_s)
+
+
+def _device_note(rule: str, status: str | None, bound: bool) -> str:
+    """Why a device alert ended: say so honestly when the device left service, not "reporting"."""
+    if status != "active":
+        return "device retired: it no longer reports for this resident"
+    if not bound:
+        return "device unbound from this resident"
+    return "the device is reporting again" if rule.startswith("no_data") else "battery recovered"

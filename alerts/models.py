@@ -51,3 +51,13 @@ class Alert:
     next_tier_at: datetime | None
     next_reminder_at: datetime | None
     reminders_sent: int
+    # The current escalation round: tiers count from escalation_base (None on rows that predate
+    # migration 0006: opened_at). A worsening or a new SOS press after an acknowledgement starts
+    # another round.
+    escalation_base: datetime | None = None
+    escalation_round: int = 0
+
+    @property
+    def late(self) -> bool:
+        """An event alert raised from an event reported long after it happened."""
+        return bool(self.detail.get("late"))

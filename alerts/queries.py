@@ -4,13 +4,23 @@ clock, not the database's, decides time (tests move it by hand)."""
 ALERT_COLUMNS = """
 id, resident_id, rule, severity, state, title, detail, device_id, opened_at, last_seen_at,
 occurrences, acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution_note,
-tier, next_tier_at, next_reminder_at, reminders_sent
+tier, next_tier_at, next_reminder_at, reminders_sent, escalation_base, escalation_round
 """
 
+# An event from a device bound to nobody belongs to that device: two unbound buttons are two alerts.
 LOCK_UNRESOLVED = f"""
 SELECT {ALERT_COLUMNS} FROM alert
 WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND state <> 'resolved'
+  AND (%(resident_id)s::bigint IS NOT NULL OR device_id IS NOT DISTINCT FROM %(device_id)s)
 FOR UPDATE
+"""
+
+# The latest alert of this resident and rule that a person (not the system) resolved recently.
+RECENTLY_RESOLVED = """
+SELECT id, resolved_at, resolved_by FROM alert
+WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND state = 'resolved'
+  AND resolved_by <> 'system' AND resolved_at >= %(since)s
+ORDER BY resolved_at DESC LIMIT 1
 """
 
 LOCK_ALERT = f"SELECT {ALERT_COLUMNS} FROM alert WHERE id = %s FOR UPDATE"
@@ -18,9 +28,9 @@ SELECT_ALERT = f"SELECT {ALERT_COLUMNS} FROM alert WHERE id = %s"
 
 INSERT_ALERT = f"""
 INSERT INTO alert (resident_id, rule, severity, state, title, detail, device_id, event_id,
-                   opened_at, last_seen_at, tier, next_tier_at)
+                   opened_at, last_seen_at, tier, next_tier_at, escalation_base)
 VALUES (%(resident_id)s, %(rule)s, %(severity)s, %(state)s, %(title)s, %(detail)s, %(device_id)s,
-        %(event_id)s, %(now)s, %(now)s, 0, %(next_tier_at)s)
+        %(event_id)s, %(now)s, %(now)s, 0, %(next_tier_at)s, %(next_tier_at)s)
 RETURNING {ALERT_COLUMNS}
 """
 
@@ -32,6 +42,22 @@ WHERE id = %(id)s
 
 RAISE_SEVERITY = """
 UPDATE alert SET severity = %(severity)s, title = %(title)s WHERE id = %(id)s
+"""
+
+# An event reported late adds to the count of an open alert, without changing what it says.
+COUNT_OCCURRENCE = "UPDATE alert SET occurrences = occurrences + 1 WHERE id = %s"
+
+# A live event replacing what a late one said.
+SET_DESCRIPTION = "UPDATE alert SET title = %(title)s, detail = %(detail)s WHERE id = %(id)s"
+
+DELETE_SNOOZES = "DELETE FROM alert_snooze WHERE alert_id = %s"
+
+# A new escalation round from tier 0, counting from `base`; it needs a new acknowledgement.
+NEW_ROUND = """
+UPDATE alert SET state = 'open', tier = 0, next_tier_at = %(base)s, escalation_base = %(base)s,
+       escalation_round = escalation_round + 1, next_reminder_at = NULL,
+       acknowledged_at = NULL, acknowledged_by = NULL
+WHERE id = %(id)s
 """
 
 SET_STATE = """
@@ -73,16 +99,31 @@ ORDER BY next_reminder_at LIMIT 500
 """
 
 UNRESOLVED_READING_ALERTS = """
-SELECT id, rule, cleared_since FROM alert
+SELECT id, rule, cleared_since, last_seen_at FROM alert
 WHERE resident_id = %(resident_id)s AND state <> 'resolved' AND rule = ANY(%(rules)s)
 """
 
 MARK_CLEARED = (
     "UPDATE alert SET cleared_since = %(now)s WHERE id = %(id)s AND cleared_since IS NULL"
 )
+# The evidence that it cleared stopped (no fresh readings): not cleared after all.
+UNMARK_CLEARED = "UPDATE alert SET cleared_since = NULL WHERE id = %(id)s"
 
+# The newest reading of each of these metrics: does data show the condition gone, or is it missing?
+NEWEST_READINGS = """
+SELECT metric, max(measured_at) FROM reading
+WHERE resident_id = %(resident_id)s AND metric = ANY(%(metrics)s)
+  AND measured_at > %(start)s AND measured_at <= %(now)s
+GROUP BY metric
+"""
+
+# Device alerts with what became of their device: still in service for this resident, or not.
 UNRESOLVED_DEVICE_ALERTS = """
-SELECT id, rule FROM alert WHERE state <> 'resolved' AND (rule LIKE 'no_data:%%' OR rule LIKE 'low_battery:%%')
+SELECT a.id, a.rule, d.status,
+       EXISTS (SELECT 1 FROM device_binding b WHERE b.device_id = a.device_id
+               AND b.resident_id = a.resident_id AND b.unbound_at IS NULL) AS bound
+FROM alert a LEFT JOIN device d ON d.device_id = a.device_id
+WHERE a.state <> 'resolved' AND (a.rule LIKE 'no_data:%%' OR a.rule LIKE 'low_battery:%%')
 """
 
 POLICY = """
@@ -151,15 +192,48 @@ INSERT INTO alert_snooze (alert_id, doctor_id, until) VALUES (%s, %s, %s)
 ON CONFLICT (alert_id, doctor_id) DO UPDATE SET until = EXCLUDED.until
 """
 
+# Platforms that take this institution's alerts: its own, and those serving every institution.
 WEBHOOKS = """
-SELECT id, name, url, secret, min_severity FROM webhook_subscription WHERE active ORDER BY id
+SELECT id, name, url, secret, min_severity FROM webhook_subscription
+WHERE active AND (institution_id IS NULL OR institution_id = %(institution_id)s)
+ORDER BY id
+"""
+
+# Platforms authorised to receive this institution's emergency contacts (names and phones).
+CONTACT_WEBHOOKS = """
+SELECT id FROM webhook_subscription
+WHERE active AND institution_id = %(institution_id)s
+ORDER BY id
+"""
+
+# Steps whose contact deliveries no platform has accepted by the deadline, and for which the duty
+# desk has not been asked to call yet. A step's rows share the key prefix before ':contacts:'.
+CONTACTS_UNDELIVERED = """
+SELECT DISTINCT n.alert_id, split_part(n.idempotency_key, ':contacts:', 1) AS step
+FROM notification n JOIN alert a ON a.id = n.alert_id AND a.state <> 'resolved'
+WHERE n.recipient_kind = 'webhook' AND n.state <> 'sent' AND n.idempotency_key LIKE '%%:contacts:%%'
+  AND n.created_at <= %(deadline)s AND n.created_at > %(since)s
+  AND NOT EXISTS (
+      SELECT 1 FROM notification s
+      WHERE s.alert_id = n.alert_id AND s.recipient_kind = 'webhook' AND s.state = 'sent'
+        AND starts_with(s.idempotency_key, split_part(n.idempotency_key, ':contacts:', 1) || ':contacts:'))
+  AND NOT EXISTS (
+      SELECT 1 FROM notification f
+      WHERE f.alert_id = n.alert_id
+        AND starts_with(f.idempotency_key, split_part(n.idempotency_key, ':contacts:', 1) || ':contacts-desk:'))
+LIMIT 100
+"""
+
+CONTACTS_OF_STEP = """
+SELECT recipient_id FROM notification
+WHERE alert_id = %s AND recipient_kind = 'contact' AND starts_with(idempotency_key, %s)
 """
 
 INSERT_NOTIFICATION = """
 INSERT INTO notification (alert_id, kind, recipient_kind, recipient_id, channel, payload,
-                          idempotency_key, state, created_at, next_attempt_at)
+                          idempotency_key, state, created_at, next_attempt_at, last_error)
 VALUES (%(alert_id)s, %(kind)s, %(recipient_kind)s, %(recipient_id)s, %(channel)s, %(payload)s,
-        %(key)s, %(state)s, %(now)s, %(now)s)
+        %(key)s, %(state)s, %(now)s, %(send_at)s, %(error)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -188,16 +262,17 @@ WHERE id = %(id)s
 """
 
 DOCTOR_CONTACT = "SELECT id, name, email FROM doctor WHERE id = %s"
+DOCTOR_PERSON = f"SELECT {PERSON_COLUMNS} FROM doctor d WHERE d.id = %s"
 CONTACT_ROW = "SELECT id, name, phone FROM emergency_contact WHERE id = %s"
 WEBHOOK_ROW = "SELECT id, name, url, secret FROM webhook_subscription WHERE id = %s"
 
 UNPROCESSED_EVENTS = """
-SELECT id, device_id, resident_id, type, occurred_at FROM device_event
+SELECT id, device_id, resident_id, type, occurred_at, received_at FROM device_event
 WHERE alert_processed_at IS NULL ORDER BY id LIMIT 200
 """
 
 LOCK_EVENT = """
-SELECT id, device_id, resident_id, type, occurred_at FROM device_event
+SELECT id, device_id, resident_id, type, occurred_at, received_at FROM device_event
 WHERE id = %s AND alert_processed_at IS NULL FOR UPDATE SKIP LOCKED
 """
 

@@ -7,7 +7,7 @@ default duty desk (created by the migrations) stands behind every institution.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -97,6 +97,19 @@ def in_quiet_hours(person: Person, now: datetime) -> bool:
     local = now.astimezone(ZoneInfo(person.timezone)).time()
     start, end = person.quiet_start, person.quiet_end
     return bool(start <= local < end) if start <= end else bool(local >= start or local < end)
+
+
+def quiet_until(person: Person, severity: str, now: datetime) -> datetime | None:
+    """When the person's quiet hours end, if `now` is inside them and the severity respects them
+    (critical never does); None: deliver now. Notifications held back are sent then, not dropped."""
+    if severity == "critical" or not in_quiet_hours(person, now):
+        return None
+    zone = ZoneInfo(person.timezone)
+    local = now.astimezone(zone)
+    end = datetime.combine(local.date(), person.quiet_end, tzinfo=zone)
+    if end <= local:
+        end = datetime.combine(local.date() + timedelta(days=1), person.quiet_end, tzinfo=zone)
+    return end.astimezone(now.tzinfo)
 
 
 def channels_for(person: Person, severity: str, now: datetime) -> tuple[list[str], bool]:

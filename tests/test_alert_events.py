@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from alerts import service
 from alerts.channels.mqtt import doctor_topic
+from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
@@ -145,3 +146,234 @@ def test_an_uncancelled_fall_becomes_critical_after_its_window(
         ).fetchone(),
         what="sent",
     )
+
+
+# --- life cycle of events, time moved by hand --------------------------------------------------
+
+
+@pytest.fixture()
+def clock():
+    return ManualClock(datetime.now(UTC))
+
+
+@pytest.fixture()
+def hand_engine(settings, clock):
+    """The engine's event handling with a hand-moved clock (not started: no threads)."""
+    return AlertEngine(settings, AlertSettings(fall_cancel_window_s=30), clock=clock)
+
+
+def _event(conn, device, kind, occurred_at, received_at=None):
+    return conn.execute(
+        "INSERT INTO device_event (device_id, msg_id, type, occurred_at, received_at, resident_id, "
+        "payload) VALUES (%s, %s, %s, %s, %s, %s, '{}') RETURNING id",
+        (
+            device.device_id,
+            new_msg_id(),
+            kind,
+            occurred_at,
+            received_at or occurred_at,
+            device.resident_id,
+        ),
+    ).fetchone()[0]
+
+
+def _rows(conn, alert_id, kind=None):
+    return conn.execute(
+        "SELECT kind, recipient_kind, recipient_id, channel, payload FROM notification "
+        "WHERE alert_id = %s AND (%s::text IS NULL OR kind = %s) ORDER BY id",
+        (alert_id, kind, kind),
+    ).fetchall()
+
+
+def _doctor_ids(rows):
+    return sorted({int(r[2]) for r in rows if r[1] == "doctor"})
+
+
+def _device_statuses(conn, alert_id, device_id):
+    return [
+        r[4]["status"] for r in _rows(conn, alert_id) if r[3] == "device_ack" and r[2] == device_id
+    ]
+
+
+def test_a_late_sos_is_shown_to_a_doctor_but_not_treated_as_a_live_emergency(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    now = clock.now()
+    alert_id = hand_engine.handle_event(
+        conn, _event(conn, button, "sos", now - timedelta(days=2), received_at=now)
+    )
+    alert = service.get_alert(conn, alert_id)
+    assert alert.state == "open" and alert.severity == "critical"
+    assert alert.detail["late"] is True and alert.detail["late_by_s"] >= 2 * 86400
+    assert "reported late" in alert.title and "2 d" in alert.title
+    # A doctor must see it: the first tier at once, reminders until acknowledged ...
+    assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
+    assert _device_statuses(conn, alert_id, button.device_id) == [], "no 'doctor_notified'"
+    service.run_due(conn, clock.advance(timedelta(minutes=11)))
+    assert _doctor_ids(_rows(conn, alert_id, "reminder"))
+    # ... but it is history: no team, no family called about it.
+    assert _rows(conn, alert_id, "escalation") == []
+
+
+def test_an_sos_from_minutes_ago_is_a_live_emergency(register, circle, conn, hand_engine, clock):
+    button = register("sos_button", resident_id=circle["resident"])
+    now = clock.now()
+    alert_id = hand_engine.handle_event(
+        conn, _event(conn, button, "sos", now - timedelta(minutes=3), received_at=now)
+    )
+    alert = service.get_alert(conn, alert_id)
+    assert "late" not in alert.detail and "late" not in alert.title
+    assert _device_statuses(conn, alert_id, button.device_id) == ["doctor_notified"]
+    service.run_due(conn, clock.advance(timedelta(minutes=5)))
+    assert _doctor_ids(_rows(conn, alert_id, "escalation")) == [circle["b"]]
+
+
+def test_a_live_sos_on_an_alert_that_only_held_a_late_one_escalates_in_full(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    now = clock.now()
+    late_id = hand_engine.handle_event(
+        conn, _event(conn, button, "sos", now - timedelta(days=1), received_at=now)
+    )
+    pressed = clock.advance(timedelta(minutes=1))
+    live_id = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
+    assert live_id == late_id
+    alert = service.get_alert(conn, live_id)
+    assert not alert.late and "reported late" not in alert.title
+    assert _device_statuses(conn, live_id, button.device_id) == ["doctor_notified"]
+    assert _doctor_ids(_rows(conn, live_id, "repeated")) == sorted([circle["a"], circle["desk"]])
+    service.run_due(conn, pressed + timedelta(minutes=5))
+    assert _doctor_ids(_rows(conn, live_id, "escalation")) == [circle["b"]]
+
+
+def test_a_new_sos_press_on_an_acknowledged_alert_reopens_it_and_tells_everyone(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    first = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
+    service.acknowledge(conn, first, actor=f"doctor:{circle['a']}", now=clock.now())
+    pressed = clock.advance(timedelta(hours=2))
+    again = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
+    assert again == first
+    alert = service.get_alert(conn, again)
+    assert alert.state == "open" and alert.occurrences == 2
+    assert _doctor_ids(_rows(conn, again, "repeated")) == sorted([circle["a"], circle["desk"]])
+    assert _device_statuses(conn, again, button.device_id) == [
+        "doctor_notified",
+        "help_coming",
+        "doctor_notified",
+    ]
+    # Nobody acknowledges the new press: reminders, then the team 5 minutes after it.
+    service.run_due(conn, pressed + timedelta(minutes=5))
+    assert _doctor_ids(_rows(conn, again, "reminder"))
+    assert _doctor_ids(_rows(conn, again, "escalation")) == [circle["b"]]
+
+
+def test_a_new_sos_press_on_an_open_alert_renotifies_without_delaying_escalation(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    pressed = clock.now()
+    first = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
+    again = hand_engine.handle_event(
+        conn, _event(conn, button, "sos", clock.advance(timedelta(minutes=2)))
+    )
+    assert again == first
+    assert _doctor_ids(_rows(conn, first, "repeated")) == sorted([circle["a"], circle["desk"]])
+    assert _device_statuses(conn, first, button.device_id) == ["doctor_notified"] * 2
+    assert service.get_alert(conn, first).next_tier_at == pressed + timedelta(minutes=5)
+
+
+def test_sos_from_two_unbound_devices_are_two_alerts(register, conn, hand_engine, clock):
+    one, two = register("sos_button", bound=False), register("sos_button", bound=False)
+    a = hand_engine.handle_event(conn, _event(conn, one, "sos", clock.now()))
+    b = hand_engine.handle_event(conn, _event(conn, two, "sos", clock.now()))
+    assert a != b
+    for alert_id, device in ((a, one), (b, two)):
+        assert service.get_alert(conn, alert_id).device_id == device.device_id
+        assert _device_statuses(conn, alert_id, device.device_id) == ["doctor_notified"]
+        assert _doctor_ids(_rows(conn, alert_id, "raised")), "the default duty desk"
+    again = hand_engine.handle_event(conn, _event(conn, one, "sos", clock.now()))
+    assert again == a, "the same unbound device again: the same alert"
+
+
+def test_a_fall_waits_out_its_cancel_window_before_anybody_is_alarmed(
+    register, circle, conn, hand_engine, clock
+):
+    detector = register("fall_detector", resident_id=circle["resident"])
+    fell = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
+    assert service.get_alert(conn, alert_id).state == "pending"
+    service.run_due(conn, fell + timedelta(seconds=29))
+    assert service.get_alert(conn, alert_id).state == "pending"
+    assert _rows(conn, alert_id) == [], "nobody alarmed inside the window"
+    service.run_due(conn, fell + timedelta(seconds=30))
+    assert service.get_alert(conn, alert_id).state == "open"
+    assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
+
+
+def test_a_fall_cancelled_after_its_window_is_only_a_note(
+    register, circle, conn, hand_engine, clock
+):
+    detector = register("fall_detector", resident_id=circle["resident"])
+    fell = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
+    service.run_due(conn, clock.advance(timedelta(minutes=3)))
+    assert hand_engine.handle_event(conn, _event(conn, detector, "fall_cancel", clock.now())) == (
+        alert_id
+    )
+    alert = service.get_alert(conn, alert_id)
+    assert alert.state == "open", "people were alarmed: a person must check and resolve it"
+    note = conn.execute(
+        "SELECT note FROM alert_transition WHERE alert_id = %s AND action = 'device_cancel'",
+        (alert_id,),
+    ).fetchone()[0]
+    assert "fall_cancel" in note and "a person must check" in note
+
+
+def test_a_backlog_fall_and_its_prompt_cancel_alarm_nobody(
+    register, circle, conn, hand_engine, clock
+):
+    detector = register("fall_detector", resident_id=circle["resident"])
+    now = clock.now()
+    fell = now - timedelta(hours=3)  # both sent in one burst when the device is back
+    alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell, now))
+    hand_engine.handle_event(
+        conn, _event(conn, detector, "fall_cancel", fell + timedelta(seconds=10), now)
+    )
+    assert service.get_alert(conn, alert_id).state == "resolved"
+    assert _rows(conn, alert_id) == []
+
+
+def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notified(
+    register, ingestor, engine, circle, endpoint, conn
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    device = Subscriber(endpoint, button.device_id, button.password, button.topic("ack"))
+    try:
+        # Pressed 20 hours ago (the button is worn since yesterday), sent only now.
+        pressed = now_ms() - 20 * 3600 * 1000
+        button.publish("events", {"msg_id": new_msg_id(), "ts": pressed, "type": "sos"})
+        alert_id = wait_for(
+            lambda: conn.execute(
+                "SELECT id FROM alert WHERE resident_id = %s AND rule = 'sos'",
+                (circle["resident"],),
+            ).fetchone(),
+            what="late SOS alert",
+        )[0]
+        wait_for(
+            lambda: conn.execute(
+                "SELECT 1 FROM notification WHERE alert_id = %s AND kind = 'raised' "
+                "AND recipient_id = %s AND channel = 'mqtt' AND state = 'sent'",
+                (alert_id, str(circle["a"])),
+            ).fetchone(),
+            what="the doctor told",
+        )
+        assert service.get_alert(conn, alert_id).detail["late"] is True
+        statuses = [b.get("status") for b in _bodies(device)]
+        assert "received" in statuses and "doctor_notified" not in statuses
+        assert _device_statuses(conn, alert_id, button.device_id) == []
+    finally:
+        device.close()

@@ -159,8 +159,9 @@ def test_restart_mid_escalation_loses_and_doubles_nothing(conn, database_url, ci
         service.run_due(restarted, clock.now())
     escalation = _sent(conn, alert.id, "escalation")
     assert _doctors(escalation) == [circle["b"]], "tier 2 of the critical policy: the team"
-    keys = [r[4] for r in _sent(conn, alert.id)]
-    assert len(keys) == len(set(keys))
+    # The same notification twice would be the same kind to the same recipient on one channel.
+    sent = [(r[0], r[1], r[2], r[3]) for r in _sent(conn, alert.id)]
+    assert len(sent) == len(set(sent)), "no notification doubled"
     clock.advance(timedelta(minutes=5))
     service.run_due(conn, clock.now())
     contacts = [r for r in _sent(conn, alert.id, "escalation") if r[1] == "contact"]
@@ -238,17 +239,196 @@ def test_every_change_is_announced_on_the_cross_process_stream(conn, database_ur
     ]
 
 
-def test_quiet_hours_hold_back_warnings_but_never_critical(conn, circle, clock):
+def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
+    conn, circle, clock, settings, endpoint
+):
+    """Held back, not dropped: delivered when the doctor's quiet hours end (the test used to expect
+    'suppressed' rows that were never sent)."""
     from care import service as care
 
-    local_hour = clock.now().astimezone(ZoneInfo("Asia/Shanghai")).hour
-    start, end = f"{local_hour:02d}:00", f"{(local_hour + 1) % 24:02d}:00"
+    local = clock.now().astimezone(ZoneInfo("Asia/Shanghai"))
+    start, end = f"{local.hour:02d}:00", f"{(local.hour + 2) % 24:02d}:00"
     care.set_preferences(conn, doctor_id=circle["a"], quiet_start=start, quiet_end=end)
+    quiet_end = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)).astimezone(
+        UTC
+    )
     warning = service.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
     )
     critical = service.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
     )
-    assert {r[5] for r in _sent(conn, warning.id, "raised") if r[1] == "doctor"} == {"suppressed"}
+    held = conn.execute(
+        "SELECT state, next_attempt_at, payload->>'held_back_until' FROM notification "
+        "WHERE alert_id = %s AND kind = 'raised' AND recipient_kind = 'doctor'",
+        (warning.id,),
+    ).fetchall()
+    assert {(state, at) for state, at, _ in held} == {("pending", quiet_end)}
+    assert {datetime.fromisoformat(until) for _, _, until in held} == {quiet_end}
     assert {r[5] for r in _sent(conn, critical.id, "raised") if r[1] == "doctor"} == {"pending"}
+
+    # A reminder inside the quiet hours is only recorded: the held-back notice says the same.
+    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    assert {r[5] for r in _sent(conn, warning.id, "reminder")} == {"suppressed"}
+
+    engine = AlertEngine(settings, AlertSettings(), clock=clock)
+    engine.connect()
+    inbox = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(circle["a"]))
+    try:
+        before_end = quiet_end - timedelta(seconds=1)
+        assert outbox.dispatch(conn, engine.fast, before_end, alert_id=warning.id) == 0
+        assert outbox.dispatch(conn, engine.fast, quiet_end, alert_id=warning.id) == 1
+        body = orjson.loads(inbox.wait(lambda m: len(m) >= 1)[0][1])
+        assert body["kind"] == "raised" and body["alert"]["id"] == warning.id
+    finally:
+        inbox.close()
+        engine.close()
+
+
+def test_a_worsening_follows_the_new_policy_counted_from_when_the_alert_opened(conn, circle, clock):
+    opened = clock.now()
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=opened
+    )
+    worsened = clock.advance(timedelta(seconds=30))
+    service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
+    )
+    # Critical tier 0 at once: the doctor already knew (told it got worse), the duty desk is new.
+    assert _doctors(_sent(conn, alert.id, "severity_raised")) == [circle["a"]]
+    first = conn.execute(
+        "SELECT recipient_id, min(created_at) FROM notification WHERE alert_id = %s "
+        "AND kind = 'raised' AND channel = 'mqtt' GROUP BY 1",
+        (alert.id,),
+    ).fetchall()
+    assert dict((int(r), at) for r, at in first) == {circle["a"]: opened, circle["desk"]: worsened}
+    row = service.get_alert(conn, alert.id)
+    assert row.next_tier_at == opened + timedelta(minutes=5), "tier 1 from opened_at"
+    assert row.next_reminder_at == worsened + timedelta(minutes=2), "critical reminders"
+
+    service.run_due(conn, opened + timedelta(minutes=4, seconds=59))
+    assert _sent(conn, alert.id, "escalation") == []
+    service.run_due(conn, opened + timedelta(minutes=5))
+    assert _doctors(_sent(conn, alert.id, "escalation")) == [circle["b"]], "the team at 5 min"
+    service.run_due(conn, opened + timedelta(minutes=10))
+    assert [r[1] for r in _sent(conn, alert.id, "escalation") if r[1] == "contact"] == ["contact"]
+    pairs = [
+        (r[0], r[1], r[2], r[3])
+        for r in _sent(conn, alert.id)
+        if r[1] == "doctor" and r[0] != "reminder"
+    ]
+    assert len(pairs) == len(set(pairs)), "nobody told the same thing twice"
+
+
+def test_a_late_worsening_notifies_every_tier_already_due_at_once(conn, circle, clock):
+    opened = clock.now()
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=opened
+    )
+    service.run_due(conn, clock.advance(timedelta(minutes=30)))  # warning tier 1: the desk
+    worsened = clock.advance(timedelta(minutes=10))
+    service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
+    )
+    # 40 minutes unacknowledged: under the critical policy the team (5 min) and the family
+    # (10 min) are overdue.
+    assert _doctors(_sent(conn, alert.id, "escalation")) == sorted([circle["desk"], circle["b"]])
+    assert any(r[1] == "contact" for r in _sent(conn, alert.id, "escalation"))
+    assert service.get_alert(conn, alert.id).next_tier_at is None
+
+
+def test_a_worsening_after_an_acknowledgement_reopens_with_a_new_round(conn, circle, clock):
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+    )
+    service.acknowledge(conn, alert.id, actor=f"doctor:{circle['b']}", now=clock.now())
+    worsened = clock.advance(timedelta(hours=1))
+    after = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
+    )
+    assert after.state == "open" and after.acknowledged_by is None
+    assert after.next_tier_at == worsened + timedelta(minutes=5), "the new round counts from now"
+    told = _doctors(_sent(conn, alert.id, "severity_raised"))
+    assert circle["b"] in told, "the one who acknowledged hears it got worse"
+    service.run_due(conn, worsened + timedelta(minutes=2))
+    assert _doctors(_sent(conn, alert.id, "reminder")), "reminders again until acknowledged"
+
+
+def test_a_snooze_does_not_survive_a_worsening_to_critical(conn, circle, clock):
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+    )
+    service.snooze(
+        conn,
+        alert.id,
+        doctor_id=circle["a"],
+        until=clock.now() + timedelta(hours=3),
+        now=clock.now(),
+    )
+    service.raise_finding(
+        conn,
+        resident_id=circle["resident"],
+        finding=_finding(severity="critical"),
+        now=clock.advance(timedelta(seconds=10)),
+    )
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM alert_snooze WHERE alert_id = %s", (alert.id,)
+        ).fetchone()[0]
+        == 0
+    )
+    service.run_due(conn, clock.advance(timedelta(minutes=2)))
+    assert circle["a"] in _doctors(_sent(conn, alert.id, "reminder"))
+
+
+def test_a_snooze_expires(conn, circle, clock):
+    alert = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+    )
+    service.snooze(
+        conn,
+        alert.id,
+        doctor_id=circle["a"],
+        until=clock.now() + timedelta(minutes=20),
+        now=clock.now(),
+    )
+    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    assert _sent(conn, alert.id, "reminder") == [], "snoozed: the 15-minute reminder skips A"
+    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    second = [r for r in _sent(conn, alert.id, "reminder") if r[4].startswith(f"a{alert.id}:r2:")]
+    assert circle["a"] in _doctors(second), "after the snooze ends, A is reminded again"
+
+
+def test_acknowledging_one_alert_leaves_the_others_reminding(conn, circle, clock):
+    fever, low_bp = (
+        service.raise_finding(
+            conn, resident_id=circle["resident"], finding=_finding(rule), now=clock.now()
+        )
+        for rule in ("fever", "hypotension")
+    )
+    service.acknowledge(conn, fever.id, actor=f"doctor:{circle['a']}", now=clock.now())
+    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    assert _sent(conn, fever.id, "reminder") == []
+    assert _doctors(_sent(conn, low_bp.id, "reminder")) == [circle["a"]]
+
+
+def test_resolving_while_the_condition_holds_raises_a_new_alert_that_says_so(conn, circle, clock):
+    first = service.raise_finding(
+        conn, resident_id=circle["resident"], finding=_finding("glucose_low"), now=clock.now()
+    )
+    service.resolve(
+        conn, first.id, actor=f"doctor:{circle['a']}", now=clock.now(), note="打电话, 已进食"
+    )
+    again = service.raise_finding(
+        conn,
+        resident_id=circle["resident"],
+        finding=_finding("glucose_low"),
+        now=clock.advance(timedelta(seconds=5)),
+    )
+    assert again.id != first.id and again.state == "open"
+    assert again.detail["follows"]["alert_id"] == first.id
+    note = conn.execute(
+        "SELECT note FROM alert_transition WHERE alert_id = %s AND action = 'raised'", (again.id,)
+    ).fetchone()[0]
+    assert f"persists after alert {first.id}" in note
+    assert _doctors(_sent(conn, again.id, "raised")) == [circle["a"]], "notified as a new alert"

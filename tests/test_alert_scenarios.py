@@ -7,15 +7,18 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from alerts import service
+from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
 from devices.simulator.episodes import ScheduledEpisode, timeline
 from devices.simulator.vitals import baseline
-from tests.support import wait_for
+from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
+from tests.support import Subscriber, wait_for
 
 INTERVAL = timedelta(seconds=10)
 
@@ -200,3 +203,93 @@ def test_no_data_fires_for_a_device_that_goes_silent_forever_and_repeats(
     assert conn.execute("SELECT occurrences > 1 FROM alert WHERE id = %s", (alert_id,)).fetchone()[
         0
     ]
+
+
+def test_the_engine_itself_picks_the_residents_with_new_readings(
+    register, ingestor, engine, circle, conn
+):
+    hypoxic = register("wristband", resident_id=circle["resident"])
+    well = register("wristband")  # another resident, nothing wrong
+    for device, episode in ((hypoxic, "hypoxia"), (well, None)):
+        messages = _play(
+            device, "wristband", episode, starts_before=timedelta(minutes=2, seconds=30)
+        )
+        _stored(conn, device.device_id, sum(1 for m in messages if m.channel == "telemetry"))
+    now = datetime.now(UTC)
+    engine.clock = ManualClock(now)
+    engine.evaluate_readings(conn, now)  # no resident named: its own selection
+
+    def rules(resident_id):
+        return {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT rule, severity FROM alert WHERE resident_id = %s AND state <> 'resolved'",
+                (resident_id,),
+            )
+        }
+
+    assert rules(circle["resident"]).get("spo2_low") == "critical"
+    assert rules(well.resident_id) == {}
+
+
+@pytest.fixture()
+def live_engine(settings):
+    """The engine running for real (its own threads and clock), short fall window."""
+    instance = AlertEngine(settings, AlertSettings(tick_s=0.2, fall_cancel_window_s=2))
+    instance.connect()
+    instance.start()
+    yield instance
+    instance.close()
+
+
+def _bodies(messages):
+    return [orjson.loads(payload) for _topic, payload in messages]
+
+
+@pytest.mark.parametrize(("episode", "kind"), [("sos", "sos_button"), ("fall", "fall_detector")])
+def test_emergency_episodes_reach_the_doctor_and_the_device_hears_it(
+    episode, kind, register, ingestor, live_engine, circle, conn, endpoint
+):
+    device = register(kind, resident_id=circle["resident"])
+    acks = Subscriber(endpoint, device.device_id, device.password, device.topic("ack"))
+    doctor = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(circle["a"]))
+    try:
+        _play(
+            device, kind, episode, starts_before=timedelta(seconds=5), length=timedelta(minutes=1)
+        )
+        doctor.wait(
+            lambda m: any(
+                b["kind"] == "raised" and b["alert"]["rule"] == episode for b in _bodies(m)
+            ),
+            15,
+        )
+        raised = next(b for b in _bodies(doctor.messages) if b["alert"]["rule"] == episode)
+        assert raised["alert"]["severity"] == "critical"
+        assert raised["alert"]["resident"]["id"] == circle["resident"]
+        acks.wait(lambda m: any(b.get("status") == "doctor_notified" for b in _bodies(m)))
+        assert ("doctor", circle["desk"], "mqtt") in _recipients(conn, circle["resident"], episode)
+    finally:
+        acks.close()
+        doctor.close()
+
+
+def test_an_sos_pressed_by_mistake_and_cancelled_resolves_with_a_note(
+    register, ingestor, live_engine, circle, conn
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    _play(
+        button,
+        "sos_button",
+        "sos_cancelled",
+        starts_before=timedelta(minutes=1),
+        length=timedelta(minutes=2),
+    )
+    (note,) = wait_for(
+        lambda: conn.execute(
+            "SELECT resolution_note FROM alert WHERE resident_id = %s AND rule = 'sos' "
+            "AND state = 'resolved'",
+            (circle["resident"],),
+        ).fetchone(),
+        what="the SOS resolved by its cancel",
+    )
+    assert note == "cancelled on the device (sos_cancel)"
