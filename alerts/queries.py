@@ -263,6 +263,7 @@ WHERE id = %(id)s
 
 DOCTOR_CONTACT = "SELECT id, name, email FROM doctor WHERE id = %s"
 DOCTOR_PERSON = f"SELECT {PERSON_COLUMNS} FROM doctor d WHERE d.id = %s"
+USER_DOCTOR = "SELECT doctor_id FROM app_user WHERE id = %s"
 CONTACT_ROW = "SELECT id, name, phone FROM emergency_contact WHERE id = %s"
 WEBHOOK_ROW = "SELECT id, name, url, secret FROM webhook_subscription WHERE id = %s"
 

@@ -367,17 +367,26 @@ def _person(conn: psycopg.Connection, doctor_id: int) -> Person | None:
 def _involved(conn: psycopg.Connection, alert: Alert, now: datetime) -> list[Person]:
     """Everyone told of the alert so far, and whoever acknowledged it (they may not have been)."""
     people = _notified(conn, alert, now, False)
-    actor = alert.acknowledged_by or ""
-    doctor_id = actor.removeprefix("doctor:")
-    if (
-        actor.startswith("doctor:")
-        and doctor_id.isdigit()
-        and doctor_id not in {str(p.id) for p in people}
-    ):
-        acknowledger = _person(conn, int(doctor_id))
+    doctor_id = _actor_doctor(conn, alert.acknowledged_by or "")
+    if doctor_id is not None and doctor_id not in {p.id for p in people}:
+        acknowledger = _person(conn, doctor_id)
         if acknowledger is not None:
             people.append(acknowledger)
     return people
+
+
+def _actor_doctor(conn: psycopg.Connection, actor: str) -> int | None:
+    """The doctor behind an actor: `doctor:<id>` (CLI, tests) or `user:<id>:<name>` (the API)."""
+    kind, _sep, rest = actor.partition(":")
+    number = rest.partition(":")[0]
+    if not number.isdigit() or len(number) > 15:  # free text from the CLI: ids fit in 2^53
+        return None
+    if kind == "doctor":
+        return int(number)
+    if kind == "user":
+        row = conn.execute(queries.USER_DOCTOR, (int(number),)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+    return None
 
 
 def raise_finding(

@@ -101,7 +101,8 @@ def test_a_failing_webhook_receives_everything_exactly_once_after_it_recovers(
     keys = {
         r[0]
         for r in conn.execute(
-            "SELECT idempotency_key FROM notification WHERE channel = 'webhook' AND recipient_id = %s",
+            "SELECT idempotency_key FROM notification WHERE channel = 'webhook' "
+            "AND recipient_kind = 'webhook' AND recipient_id = %s",
             (str(hook["id"]),),
         )
     }
@@ -117,7 +118,7 @@ def test_a_failing_webhook_receives_everything_exactly_once_after_it_recovers(
     assert platform.bad_signatures == 0
     attempts = conn.execute(
         "SELECT max(attempts), bool_and(state = 'sent') FROM notification "
-        "WHERE recipient_id = %s AND channel = 'webhook'",
+        "WHERE recipient_kind = 'webhook' AND recipient_id = %s AND channel = 'webhook'",
         (str(hook["id"]),),
     ).fetchone()
     assert attempts[0] > 1 and attempts[1], "retried, then all sent"
