@@ -14,13 +14,16 @@ How a value finds its band:
 Wearables do not measure every parameter. `score` scores what it is given, lists what is missing
 and, when the readings carry their measurement times, how old each one is; a result with
 `complete` False is a partial score (a lower bound) and must never be shown as a full NEWS2.
+A measured value the chart cannot score with what is known (SpO2 ≥ 93 % on scale 2 without knowing
+air or oxygen) either raises or, with `unscorable="report"`, is left out and named in `unscored`
+with the reason: a monitoring system must say what it could not judge, not drop it quietly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from typing import Any, Literal
 from ingest.metrics import METRICS
 
 RiskBand = Literal["low", "low-medium", "medium", "high"]
+Unscorable = Literal["raise", "report"]
 
 # The seven NEWS2 parameters, in chart order; the measured ones carry eldercare metric names.
 PARAMETERS: tuple[str, ...] = (
@@ -257,6 +261,9 @@ class News2Result:
     complete: bool  # all seven given; otherwise a partial score, never a full NEWS2
     any_single_3: bool
     spo2_scale: int
+    # Measured but not scorable with what is known: parameter -> {"value": …, "reason": …}. Such a
+    # parameter is also in `missing`: the score is partial, and may be higher than shown.
+    unscored: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (plain str/int/float/bool/None/list/dict)."""
@@ -279,6 +286,8 @@ class News2Result:
                 for key, p in self.parameters.items()
             },
         }
+        if self.unscored:
+            out["unscored"] = {key: dict(item) for key, item in self.unscored.items()}
         if not self.complete:
             out["note"] = partial_note(self)
         return out
@@ -287,10 +296,13 @@ class News2Result:
 def partial_note(result: News2Result) -> str:
     """The warning a partial score must carry wherever it is shown."""
     used = len(result.parameters)
-    return (
+    note = (
         f"partial score from {used} of {len(PARAMETERS)} parameters, missing "
         f"{', '.join(result.missing)}: not a full NEWS2 (the full score may be higher)"
     )
+    for key, item in result.unscored.items():
+        note += f"; {key} {item['value']:g} measured but not scored: {item['reason']}"
+    return note
 
 
 def round_half_up(value: float, decimals: int) -> Decimal:
@@ -310,10 +322,14 @@ def _row(key: str, spo2_scale: int = 1) -> ChartRow:
     raise KeyError(key)
 
 
+class UnscorableError(ValueError):
+    """The value is valid, but the chart needs a fact that was not given to score it."""
+
+
 def _band(row: NumericRow, rounded: Decimal, on_oxygen: bool | None) -> Band:
     cells = [b for b in row.bands if b.contains(rounded)]
     if on_oxygen is None and any(b.on_oxygen is not None for b in cells):
-        raise ValueError(
+        raise UnscorableError(
             f"{row.label} {rounded}% is scored by whether the resident is on oxygen: give on_oxygen"
         )
     return next(b for b in cells if b.on_oxygen is None or b.on_oxygen == on_oxygen)
@@ -369,6 +385,14 @@ def _age(key: str, measured_at: datetime | None, now: datetime | None) -> float 
     return age
 
 
+def parameter_score(
+    key: str, value: float, *, spo2_scale: int = 1, on_oxygen: bool | None = None
+) -> int:
+    """The chart's score for one measured value (ValueError as `score`; UnscorableError when the
+    value needs air/oxygen to be known)."""
+    return _measured(key, value, spo2_scale=spo2_scale, on_oxygen=on_oxygen, now=None).score
+
+
 def _category(key: str, code: str) -> ParameterScore:
     row = _row(key)
     assert isinstance(row, CategoryRow)
@@ -400,6 +424,7 @@ def score(
     spo2_scale: int = 1,
     now: datetime | None = None,
     observations: Mapping[str, Observation] | None = None,
+    unscorable: Unscorable = "raise",
 ) -> News2Result:
     """Score NEWS2 from whatever parameters are known; None means not available (missing).
 
@@ -412,6 +437,8 @@ def score(
     - spo2_scale: 1, or 2 for a resident the doctor has put on scale 2. On scale 2 a saturation of
       93% or more cannot be scored without on_oxygen.
     - now: required when any Observation has a measured_at, to report each one's age (age_s).
+    - unscorable: "raise" (UnscorableError, a ValueError) or "report": leave such a value out, name
+      it in `missing` and in `unscored` with the reason (for monitoring, where nobody can be asked).
 
     Raises ValueError for an implausible or non-numeric value, an unknown consciousness code,
     a scale other than 1 or 2, or a measurement time without `now` (or after it).
@@ -433,9 +460,21 @@ def score(
         given[key] = obs
 
     used: dict[str, ParameterScore] = {}
+    unscored: dict[str, dict[str, Any]] = {}
     for key, value in given.items():
-        if value is not None:
+        if value is None:
+            continue
+        try:
             used[key] = _measured(key, value, spo2_scale=spo2_scale, on_oxygen=on_oxygen, now=now)
+        except UnscorableError:
+            if unscorable == "raise":
+                raise
+            measured = value.value if isinstance(value, Observation) else value
+            unscored[key] = {
+                "value": float(measured),
+                "reason": f"on SpO2 scale 2 a saturation of {measured:g}% scores 0 on air but up "
+                "to 3 on oxygen, and whether the resident is on oxygen is not known",
+            }
     if on_oxygen is not None:
         used["air_or_oxygen"] = _category("air_or_oxygen", "oxygen" if on_oxygen else "air")
     if consciousness is not None:
@@ -460,4 +499,5 @@ def score(
         complete=not missing,
         any_single_3=any_single_3,
         spo2_scale=spo2_scale,
+        unscored=unscored,
     )

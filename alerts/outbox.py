@@ -1,17 +1,26 @@
 """The persisted outbox: sends due notifications through their channels, retries with backoff.
 
 Rows are claimed with FOR UPDATE SKIP LOCKED, so several dispatchers never send the same row at
-once; one failing channel only delays its own rows. A crash between sending and recording makes the
-row go out again: delivery is at-least-once, and receivers deduplicate on the idempotency key.
+once. A crash between sending and recording makes the row go out again: delivery is at-least-once,
+and receivers deduplicate on the idempotency key.
+
+Channels do not wait for each other: webhooks and e-mail (other parties' servers) are each sent on a
+lane of their own, a thread with its own database connection, which a call leaves running when it
+takes long; so a webhook receiver that hangs never delays the e-mail, the doctor's app or the
+device's ack. Within a channel, a destination that hangs opens its circuit
+(alerts/channels/breaker.py) and costs one timeout, not one per queued row.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from alerts import queries
 from alerts.channels.base import Channel, ChannelError, Delivery, Recipient
@@ -21,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
 # Retry for about a day; a notification that cannot go out by then is marked failed (and counted).
 MAX_ATTEMPTS = 300
+# How long a call waits for an isolated channel's lane before leaving it to finish by itself.
+DETACH_AFTER_S = 1.0
 
 
 def backoff(attempts: int) -> timedelta:
@@ -49,13 +60,119 @@ def dispatch(
     limit: int = 200,
 ) -> int:
     """Send what is due on these channels (optionally one alert's rows only), each row in its own
-    transaction; returns the number delivered."""
+    transaction; returns the number delivered.
+
+    Channels to our own broker (the doctor's app, the device's ack) are sent here on `conn`, in
+    order. A channel marked `isolated` (webhooks, e-mail: other parties' servers, which may hang)
+    is sent on a lane of its own, a thread with its own database connection, started first so it
+    runs alongside. The call waits for such a lane at most DETACH_AFTER_S: one still sending then
+    goes on by itself (its count is logged, not returned) and later calls skip its channel until it
+    ends, so new rows of every other channel keep going out.
+    """
+    local: list[tuple[Channel, list[int]]] = []
+    lanes: list[_Lane] = []
+    for name, channel in channels.items():
+        isolated = bool(getattr(channel, "isolated", False))
+        if isolated and _Lane.running(channel):
+            continue  # still sending from an earlier call
+        due = conn.execute(
+            queries.DUE_NOTIFICATIONS,
+            {"now": now, "alert_id": alert_id, "limit": limit, "channels": [name]},
+        ).fetchall()
+        if not due:
+            continue
+        ids = [row[0] for row in due]
+        if isolated:
+            lane = _Lane(_conninfo(conn), channel, ids, now)
+            if lane.start():
+                lanes.append(lane)
+        else:
+            local.append((channel, ids))
+    delivered = sum(_send_lane(conn, channel, ids, now) for channel, ids in local)
+    deadline = time.monotonic() + DETACH_AFTER_S
+    for lane in lanes:
+        sent = lane.wait(max(0.0, deadline - time.monotonic()))
+        if sent is None:
+            log.warning(
+                "outbox: the %s channel is still sending after %.0f s; not waiting for it",
+                lane.channel.name,
+                DETACH_AFTER_S,
+            )
+        else:
+            delivered += sent
+    return delivered
+
+
+def _conninfo(conn: psycopg.Connection) -> str:
+    # info.dsn leaves the password out; a lane needs it to log in as this connection did.
+    password = conn.info.password
+    extra = {"password": password} if password else {}
+    return make_conninfo(conn.info.dsn, **extra)
+
+
+# The channels (by id()) with a lane still sending, across calls: such a channel is skipped until
+# its lane ends, so a hanging one never has more than one thread and connection.
+_RUNNING: set[int] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+class _Lane:
+    """One isolated channel's due rows, sent on a thread and connection of their own."""
+
+    def __init__(self, conninfo: str, channel: Channel, ids: list[int], now: datetime) -> None:
+        self.conninfo = conninfo
+        self.channel = channel
+        self.ids = ids
+        self.now = now
+        self.delivered: int | None = None
+        self._done = threading.Event()
+
+    @staticmethod
+    def running(channel: Channel) -> bool:
+        with _RUNNING_LOCK:
+            return id(channel) in _RUNNING
+
+    def start(self) -> bool:
+        """False when this channel already has a lane sending."""
+        with _RUNNING_LOCK:
+            if id(self.channel) in _RUNNING:
+                return False
+            _RUNNING.add(id(self.channel))
+        name = f"outbox-{self.channel.name}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+        return True
+
+    def wait(self, timeout: float) -> int | None:
+        """The number delivered, or None when still sending after `timeout` seconds."""
+        return self.delivered if self._done.wait(timeout) else None
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(
+                self.conninfo,
+                autocommit=True,
+                application_name=f"eldercare-outbox-{self.channel.name}",
+            ) as conn:
+                self.delivered = _send_lane(conn, self.channel, self.ids, self.now)
+            log.debug("outbox: %s lane delivered %s", self.channel.name, self.delivered)
+        except psycopg.Error as exc:
+            # The rows stay due (a claimed one is released with the connection): the next call
+            # starts a new lane for them.
+            log.warning("outbox: %s lane stopped: %s", self.channel.name, exc)
+            self.delivered = 0
+        except Exception:
+            log.exception("outbox: %s lane failed", self.channel.name)
+            self.delivered = 0
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(id(self.channel))
+            self._done.set()
+
+
+def _send_lane(conn: psycopg.Connection, channel: Channel, ids: list[int], now: datetime) -> int:
+    """Send these due rows of one channel in order, each claimed and recorded in a transaction."""
     delivered = 0
-    due = conn.execute(
-        queries.DUE_NOTIFICATIONS,
-        {"now": now, "alert_id": alert_id, "limit": limit, "channels": list(channels)},
-    ).fetchall()
-    for (notification_id,) in due:
+    for notification_id in ids:
         with conn.transaction():
             row = conn.execute(queries.CLAIM_NOTIFICATION, (notification_id,)).fetchone()
             if row is None:
@@ -63,7 +180,7 @@ def dispatch(
             nid, _alert, kind, rkind, rid, channel_name, payload, key, attempts = row
             delivery = Delivery(nid, key, channel_name, _recipient(conn, rkind, rid), payload)
             try:
-                channels[channel_name].send(delivery)
+                channel.send(delivery)
             except ChannelError as exc:
                 give_up = not exc.retryable or attempts + 1 >= MAX_ATTEMPTS
                 log.warning(

@@ -1,9 +1,11 @@
 """The alert rules: one declarative table, each rule a pure function of a resident's recent data.
 
 Defaults for older adults are from shared CLINICAL.md (NHS Oximetry@home for SpO2, ACC/AHA for blood
-pressure, IDSA long-term care for fever, ADA for glucose, consumer wearable practice for heart rate);
-a doctor overrides them per resident (`resident_threshold`). Only data measured within a rule's
-look-back counts, so a back-filled upload of an episode that has since ended raises nothing.
+pressure, IDSA long-term care for fever, ADA for glucose, consumer wearable practice for heart rate,
+the NEWS2 SpO2 scale 2 for hypercapnic residents); a doctor overrides them per resident
+(`resident_threshold`), one side at a time: the side an override leaves out keeps the default.
+Only data measured within a rule's look-back counts, so a back-filled upload of an episode that has
+since ended raises nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from alerts import news2
 from alerts.models import Finding, Severity
@@ -25,28 +28,54 @@ class Sample:
 
 @dataclass(frozen=True)
 class Limits:
-    """A resident's thresholds for one metric (None: no limit on that side)."""
+    """Thresholds for one metric. In a rule's default, None: no limit on that side. In a doctor's
+    override (a `resident_threshold` row), None: that side keeps the rule's default."""
 
     low: float | None = None
     high: float | None = None
 
 
+def effective_limits(default: Limits, override: Limits | None) -> Limits:
+    """The limits a rule applies: the override's sides where given, the default's elsewhere.
+
+    A one-sided override (`--high 200` for a hypertensive resident) must not switch off the other
+    side (hypotension alerts): each side is merged on its own. To relax a side, the doctor sets it
+    to another value; no side of a default can be switched off per resident.
+    """
+    if override is None:
+        return default
+    return Limits(
+        low=default.low if override.low is None else override.low,
+        high=default.high if override.high is None else override.high,
+    )
+
+
 @dataclass(frozen=True)
 class Window:
-    """A resident's recent readings per metric (oldest first), thresholds and facts, at `now`."""
+    """A resident's recent readings per metric (oldest first), thresholds and facts, at `now`.
+
+    The last three facts are optional: None / empty means not known, and the rules say so rather
+    than guess (NEWS2 lists the parameter as missing; the baseline criterion for fever is skipped).
+    """
 
     resident_id: int
     now: datetime
     samples: Mapping[str, Sequence[Sample]]
     overrides: Mapping[str, Limits] = field(default_factory=dict)
     spo2_scale: int = 1
+    on_oxygen: bool | None = None  # supplemental oxygen (NEWS2 "air or oxygen")
+    consciousness: str | None = None  # ACVPU code, when someone has recorded it
+    # The resident's usual value per metric (body_temp: for IDSA's "> 1.1 °C above baseline").
+    baselines: Mapping[str, float] = field(default_factory=dict)
 
     def recent(self, metric: str, within: timedelta) -> list[Sample]:
         start = self.now - within
         return [s for s in self.samples.get(metric, ()) if start <= s.measured_at <= self.now]
 
-    def limits(self, metric: str, default: Limits) -> Limits:
-        return self.overrides.get(metric, default)
+    def limits(self, metric: str, default: Limits | None = None) -> Limits:
+        """The thresholds the rules apply to `metric` for this resident."""
+        base = default if default is not None else defaults_for(self.spo2_scale).get(metric)
+        return effective_limits(base or Limits(), self.overrides.get(metric))
 
 
 @dataclass(frozen=True)
@@ -85,10 +114,14 @@ SPO2_HOLD = timedelta(seconds=60)
 HEART_HOLD = timedelta(minutes=10)
 
 SPO2_DEFAULT = Limits(low=94)  # ≤ 94 moderate, ≤ 92 severe (NHS Oximetry@home)
+# SpO2 scale 2 (hypercapnic respiratory failure, prescribed target 88–92 %; CLINICAL.md, NEWS2):
+# 88–92 is the target and scores 0, so ≤ 94 would alarm all day. Below the target: ≤ 87 (scores 1)
+# warning, ≤ 85 (scores 2 or more) critical — the same "low − 2" step as on scale 1.
+SPO2_SCALE2_DEFAULT = Limits(low=87)
 HEART_DEFAULT = Limits(low=45, high=120)  # at rest for 10 min (consumer wearable defaults)
 SYSTOLIC_DEFAULT = Limits(low=90, high=180)  # ≥ 180 crisis; ≤ 90 hypotension (ACC/AHA; NEWS2)
 DIASTOLIC_DEFAULT = Limits(high=120)
-TEMP_DEFAULT = Limits(high=37.8)  # single > 37.8 °C in older adults (IDSA)
+TEMP_DEFAULT = Limits(high=37.8)  # single > 37.8 °C in older adults (IDSA; see FEVER_CRITERIA)
 GLUCOSE_DEFAULT = Limits(low=3.9)  # < 3.9 level 1, < 3.0 level 2 urgent (ADA)
 
 
@@ -103,9 +136,17 @@ DEFAULT_LIMITS: dict[str, Limits] = {
 }
 
 
+def defaults_for(spo2_scale: int) -> dict[str, Limits]:
+    """The default thresholds for a resident on this SpO2 scale (the API and dashboard show these,
+    merged with the doctor's overrides by `effective_limits`)."""
+    if spo2_scale == 2:
+        return {**DEFAULT_LIMITS, "spo2": SPO2_SCALE2_DEFAULT}
+    return dict(DEFAULT_LIMITS)
+
+
 def _spo2(window: Window) -> Finding | None:
     samples = window.recent("spo2", REALTIME)
-    limits = window.limits("spo2", SPO2_DEFAULT)
+    limits = window.limits("spo2")
     if not samples or limits.low is None:
         return None
     low = limits.low
@@ -116,12 +157,13 @@ def _spo2(window: Window) -> Finding | None:
         severity = "warning"
     else:
         return None
-    return _finding("spo2_low", severity, samples, f"≤ {low:g} % for ≥ 60 s")
+    scale = " (SpO2 scale 2, target 88–92 %)" if window.spo2_scale == 2 else ""
+    return _finding("spo2_low", severity, samples, f"≤ {low:g} % for ≥ 60 s{scale}")
 
 
 def _heart_rate(window: Window) -> Finding | None:
     samples = window.recent("heart_rate", REALTIME)
-    limits = window.limits("heart_rate", HEART_DEFAULT)
+    limits = window.limits("heart_rate")
     if limits.high is not None and sustained(samples, lambda v: v > limits.high, HEART_HOLD):  # type: ignore[operator]
         severity: Severity = "critical" if samples[-1].value >= limits.high + 20 else "warning"
         return _finding(
@@ -136,8 +178,8 @@ def _heart_rate(window: Window) -> Finding | None:
 def _blood_pressure(window: Window) -> Finding | None:
     systolic = window.recent("systolic_bp", REALTIME)
     diastolic = window.recent("diastolic_bp", REALTIME)
-    sys_limits = window.limits("systolic_bp", SYSTOLIC_DEFAULT)
-    dia_limits = window.limits("diastolic_bp", DIASTOLIC_DEFAULT)
+    sys_limits = window.limits("systolic_bp")
+    dia_limits = window.limits("diastolic_bp")
     # A cuff measurement is itself an averaged reading: the latest one decides.
     if systolic and sys_limits.high is not None and systolic[-1].value >= sys_limits.high:
         return _finding(
@@ -152,21 +194,73 @@ def _blood_pressure(window: Window) -> Finding | None:
     return None
 
 
+FEVER_LOOKBACK = timedelta(hours=1)
+FEVER_CRITICAL = 39.5
+# IDSA's "repeated > 37.2 °C": every reading above it for at least this long, two readings at least.
+# IDSA gives no interval; half an hour separates two deliberate measurements and, for a wristband
+# reporting every minute, is thirty readings in a row rather than one warm moment.
+REPEATED_FOR = timedelta(minutes=30)
+REPEATED_BELOW_SINGLE = 0.6  # 37.8 − 37.2: a doctor's single-reading limit moves both
+ABOVE_BASELINE = 1.1
+
+
+@dataclass(frozen=True)
+class FeverCriterion:
+    """One of IDSA's definitions of fever in long-term care residents (CLINICAL.md)."""
+
+    key: str
+    # The limit from the single-reading limit (default 37.8 °C or the doctor's); None: not known.
+    limit: Callable[[Window, float], float | None]
+    holds: Callable[[Sequence[Sample], float], bool]  # the hour's readings, the limit
+    condition: str  # shown in the alert, with {limit}
+
+
+def _baseline_limit(window: Window, _single: float) -> float | None:
+    baseline = window.baselines.get("body_temp")
+    # Rounded: 36.7 + 1.1 is 37.800…04 in floating point, and a reading of 37.8 is not above 37.8.
+    return None if baseline is None else round(baseline + ABOVE_BASELINE, 2)
+
+
+FEVER_CRITERIA: tuple[FeverCriterion, ...] = (
+    FeverCriterion(
+        "single",
+        lambda _w, single: single,
+        lambda samples, limit: samples[-1].value > limit,
+        "> {limit:g} °C",
+    ),
+    FeverCriterion(
+        "repeated",
+        lambda _w, single: round(single - REPEATED_BELOW_SINGLE, 2),
+        lambda samples, limit: sustained(samples, lambda v: v > limit, REPEATED_FOR),
+        "> {limit:g} °C on every reading for ≥ 30 min",
+    ),
+    FeverCriterion(
+        "above_baseline",
+        _baseline_limit,
+        # Two readings agreeing: the rise is smaller than a fever's, one warm sample is not enough.
+        lambda samples, limit: len(samples) >= 2 and all(s.value > limit for s in samples[-2:]),
+        "> {limit:g} °C (1.1 °C above the resident's baseline), two readings",
+    ),
+)
+
+
 def _fever(window: Window) -> Finding | None:
-    samples = window.recent("body_temp", timedelta(hours=1))
-    limits = window.limits("body_temp", TEMP_DEFAULT)
-    if not samples or limits.high is None:
+    samples = window.recent("body_temp", FEVER_LOOKBACK)
+    single = window.limits("body_temp").high
+    if not samples or single is None:
         return None
-    latest = samples[-1].value
-    if latest > limits.high:
-        severity: Severity = "critical" if latest >= 39.5 else "warning"
-        return _finding("fever", severity, samples, f"> {limits.high:g} °C")
+    for criterion in FEVER_CRITERIA:
+        limit = criterion.limit(window, single)
+        if limit is not None and criterion.holds(samples, limit):
+            severity: Severity = "critical" if samples[-1].value >= FEVER_CRITICAL else "warning"
+            condition = criterion.condition.format(limit=limit)
+            return _finding("fever", severity, samples, condition, criterion=criterion.key)
     return None
 
 
 def _glucose(window: Window) -> Finding | None:
     samples = window.recent("blood_glucose", timedelta(hours=1))
-    limits = window.limits("blood_glucose", GLUCOSE_DEFAULT)
+    limits = window.limits("blood_glucose")
     if not samples or limits.low is None or samples[-1].value >= limits.low:
         return None
     severity: Severity = "critical" if samples[-1].value < 3.0 else "warning"
@@ -179,47 +273,92 @@ NEWS2_SEVERITY: dict[str, Severity] = {
     "medium": "warning",
     "high": "critical",
 }
+# A lone reading (nothing else of that parameter within the hour) is taken as a spot measurement
+# once it has stood this long; before that a second reading (a wristband's next minute) may still
+# contradict it. See _news2_value.
+NEWS2_LONE_SAMPLE_AFTER = timedelta(minutes=5)
+
+
+def _score_of(metric: str, value: float, window: Window) -> int | None:
+    try:
+        return news2.parameter_score(
+            metric, value, spo2_scale=window.spo2_scale, on_oxygen=window.on_oxygen
+        )
+    except ValueError:  # unscorable without air/oxygen (or implausible): judged by news2.score
+        return None
+
+
+def _news2_value(metric: str, samples: Sequence[Sample], window: Window) -> Sample | None:
+    """The reading that stands for `metric` in the score, or None while it is unconfirmed.
+
+    One noisy sample must not move the score: of three or more readings the median of the last
+    three counts; of two, the less alarming (both are at least that bad); a lone reading counts
+    when it is normal (scores 0, so it cannot raise an alarm) or has stood uncontradicted for
+    NEWS2_LONE_SAMPLE_AFTER (a cuff or thermometer spot check).
+    """
+    last = list(samples[-3:])
+    if len(last) == 3:
+        middle = sorted(last, key=lambda s: s.value)[1]
+        return Sample(middle.value, last[-1].measured_at, last[-1].device_id)
+    if len(last) == 2:
+        older, newer = (_score_of(metric, s.value, window) for s in last)
+        if older is not None and newer is not None and older < newer:
+            return last[0]
+        return last[-1]
+    lone = last[0]
+    if window.now - lone.measured_at >= NEWS2_LONE_SAMPLE_AFTER:
+        return lone
+    return lone if _score_of(metric, lone.value, window) == 0 else None
 
 
 def _news2(window: Window) -> Finding | None:
-    """NEWS2 from the latest value of each parameter within the hour (alerts/news2.py, the same code
-    as `eldercare news2`); wearables give a partial score, which says what it used and how old."""
+    """NEWS2 from each parameter's confirmed value within the hour (alerts/news2.py, the same code
+    as `eldercare news2`); wearables give a partial score, which says what it used and how old,
+    what it could not score (SpO2 ≥ 93 % on scale 2 without knowing air or oxygen) and which
+    readings were not yet confirmed."""
     observations = {}
+    unconfirmed = {}
     for metric in news2.MEASURED:
-        samples = window.recent(metric, NEWS2_WINDOW)[-3:]
-        if samples:
-            # The median of the last three: one noisy sample does not move the score.
-            value = (
-                sorted(s.value for s in samples)[len(samples) // 2]
-                if len(samples) == 3
-                else samples[-1].value
-            )
-            observations[metric] = news2.Observation(value, samples[-1].measured_at)
+        samples = window.recent(metric, NEWS2_WINDOW)
+        if not samples:
+            continue
+        chosen = _news2_value(metric, samples, window)
+        if chosen is None:
+            unconfirmed[metric] = {
+                "value": samples[-1].value,
+                "measured_at": samples[-1].measured_at.isoformat(),
+                "reason": "a single reading, not yet confirmed by another",
+            }
+            continue
+        observations[metric] = news2.Observation(chosen.value, chosen.measured_at)
     if not observations:
         return None
-    try:
-        result = news2.score(
-            observations=observations, spo2_scale=window.spo2_scale, now=window.now
-        )
-    except ValueError:
-        # Scale 2 at ≥ 93 % cannot be scored without knowing air or oxygen: score without SpO2.
-        observations.pop("spo2", None)
-        result = news2.score(
-            observations=observations, spo2_scale=window.spo2_scale, now=window.now
-        )
+    result = news2.score(
+        observations=observations,
+        spo2_scale=window.spo2_scale,
+        on_oxygen=window.on_oxygen,
+        consciousness=window.consciousness,
+        now=window.now,
+        unscorable="report",
+    )
     severity = NEWS2_SEVERITY.get(result.band)
     if severity is None:
         return None
+    detail = result.as_json()
+    if unconfirmed:
+        detail["unconfirmed"] = unconfirmed
     return Finding(
         rule="news2",
         severity=severity,
         title=TITLES["news2"],
-        detail=result.as_json(),
+        detail=detail,
         at=window.now,
     )
 
 
-def _finding(rule: str, severity: Severity, samples: Sequence[Sample], condition: str) -> Finding:
+def _finding(
+    rule: str, severity: Severity, samples: Sequence[Sample], condition: str, **extra: Any
+) -> Finding:
     latest = samples[-1]
     return Finding(
         rule=rule,
@@ -229,6 +368,7 @@ def _finding(rule: str, severity: Severity, samples: Sequence[Sample], condition
             "condition": condition,
             "value": latest.value,
             "measured_at": latest.measured_at.isoformat(),
+            **extra,
         },
         device_id=latest.device_id or None,
         at=latest.measured_at,

@@ -171,12 +171,20 @@ def policy(
 def threshold(
     resident: Annotated[int, typer.Option(help="Resident id.")],
     metric: Annotated[str, typer.Option(help="e.g. systolic_bp")],
-    low: Annotated[float | None, typer.Option()] = None,
-    high: Annotated[float | None, typer.Option()] = None,
+    low: Annotated[
+        float | None, typer.Option(help="Low limit; left out: the rule's default stays.")
+    ] = None,
+    high: Annotated[
+        float | None, typer.Option(help="High limit; left out: the rule's default stays.")
+    ] = None,
     by: Annotated[str, typer.Option(help="Who sets it (doctor).")] = "cli",
     json: JsonOpt = False,
 ) -> None:
-    """Override a metric's alert thresholds for one resident."""
+    """Override a metric's alert thresholds for one resident, one side or both.
+
+    A side left out keeps the rule's default (--high 200 for systolic_bp leaves hypotension at
+    ≤ 90); neither side puts the metric back on the defaults. Prints the limits now in force.
+    """
     _run(
         json,
         service.set_threshold,

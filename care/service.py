@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -210,12 +211,30 @@ def set_threshold(
     high: float | None,
     set_by: str,
 ) -> dict[str, Any]:
+    """The doctor's limits for one resident and metric. A side given as None keeps the rule's
+    default (alerts/rules.py effective_limits): `high=200` for systolic_bp raises the crisis limit
+    and leaves hypotension at ≤ 90. Both None puts the metric back on the defaults. The limits that
+    result must leave room between them, or every reading would alert."""
+    from alerts.rules import Limits, defaults_for, effective_limits
     from ingest.metrics import METRICS
 
     if metric not in METRICS:
         raise CareError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    for side, value in (("low", low), ("high", high)):
+        if value is not None and not math.isfinite(value):
+            raise CareError(f"{side} must be a number, not {value}")
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
+        scale = conn.execute("SELECT spo2_scale FROM resident WHERE id = %s", (resident_id,))
+        row = scale.fetchone()
+        default = defaults_for(row[0] if row else 1).get(metric, Limits())
+        merged = effective_limits(default, Limits(low, high))
+        if merged.low is not None and merged.high is not None and merged.low >= merged.high:
+            raise CareError(
+                f"{metric}: low {merged.low:g} must be below high {merged.high:g}"
+                + (" (the default)" if low is None or high is None else "")
+                + "; give both sides"
+            )
         return _one(
             conn,
             "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
@@ -223,7 +242,7 @@ def set_threshold(
             "low = EXCLUDED.low, high = EXCLUDED.high, set_by = EXCLUDED.set_by, set_at = now() "
             "RETURNING *",
             (resident_id, metric, low, high, set_by),
-        )
+        ) | {"effective": {"low": merged.low, "high": merged.high}}
 
 
 def add_webhook(

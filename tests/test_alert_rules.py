@@ -8,7 +8,16 @@ import pytest
 
 from alerts.channels.base import Recipient
 from alerts.routing import CareCircle, Person, Tier, channels_for, tier_people
-from alerts.rules import Limits, Sample, Window, evaluate, sustained
+from alerts.rules import (
+    DEFAULT_LIMITS,
+    Limits,
+    Sample,
+    Window,
+    defaults_for,
+    effective_limits,
+    evaluate,
+    sustained,
+)
 from alerts.timers import DeviceState, battery, silence
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -23,10 +32,14 @@ def series(values, every_s=10, end=NOW):
     ]
 
 
-def rules_for(samples, overrides=None):
+def rules_for(samples, overrides=None, **facts):
     """The threshold rules' findings (NEWS2, which also sees these values, is tested on its own)."""
-    found = evaluate(Window(1, NOW, samples, overrides or {}))
+    found = evaluate(Window(1, NOW, samples, overrides or {}, **facts))
     return {f.rule: f.severity for f in found if f.rule != "news2"}
+
+
+def found_for(samples, **facts):
+    return {f.rule: f for f in evaluate(Window(1, NOW, samples, **facts))}
 
 
 def test_sustained_needs_the_whole_duration():
@@ -63,6 +76,70 @@ def test_per_resident_override_changes_the_threshold():
     samples = {"systolic_bp": series([185])}
     assert rules_for(samples) == {"hypertensive_crisis": "critical"}
     assert rules_for(samples, {"systolic_bp": Limits(low=90, high=200)}) == {}
+
+
+def test_a_one_sided_override_keeps_the_other_sides_default():
+    # `care threshold --metric systolic_bp --high 200` stores low NULL: hypotension must still alert.
+    high_only = {"systolic_bp": Limits(high=200)}
+    assert rules_for({"systolic_bp": series([185])}, high_only) == {}
+    assert rules_for({"systolic_bp": series([88])}, high_only) == {"hypotension": "warning"}
+    low_only = {"systolic_bp": Limits(low=80)}
+    assert rules_for({"systolic_bp": series([88])}, low_only) == {}
+    assert rules_for({"systolic_bp": series([185])}, low_only) == {
+        "hypertensive_crisis": "critical"
+    }
+    heart_low_only = {"heart_rate": Limits(low=38)}
+    assert rules_for({"heart_rate": series([135] * 61)}, heart_low_only) == {
+        "heart_rate_high": "warning"
+    }
+    assert effective_limits(DEFAULT_LIMITS["systolic_bp"], Limits(high=200)) == Limits(90, 200)
+    assert effective_limits(DEFAULT_LIMITS["systolic_bp"], None) == Limits(90, 180)
+    assert effective_limits(Limits(low=94), Limits(high=99)) == Limits(94, 99)
+
+
+def test_scale_2_residents_get_their_own_spo2_target_not_the_default_94():
+    # CLINICAL.md: scale 2 = hypercapnic respiratory failure, prescribed target 88–92 %.
+    on_target = {"spo2": series([90] * 8)}
+    assert rules_for(on_target) == {"spo2_low": "critical"}, "scale 1: 90 % is severe"
+    assert rules_for(on_target, spo2_scale=2) == {}
+    assert rules_for({"spo2": series([92] * 8)}, spo2_scale=2) == {}
+    assert rules_for({"spo2": series([87] * 8)}, spo2_scale=2) == {"spo2_low": "warning"}
+    assert rules_for({"spo2": series([85] * 8)}, spo2_scale=2) == {"spo2_low": "critical"}
+    assert rules_for({"spo2": series([86, 86, 86, 95, 86, 86, 86])}, spo2_scale=2) == {}
+    found = found_for({"spo2": series([86] * 8)}, spo2_scale=2)["spo2_low"]
+    assert "scale 2" in found.detail["condition"]
+    # The doctor's own target still wins, merged with the scale-2 default.
+    assert rules_for({"spo2": series([89] * 8)}, {"spo2": Limits(low=89)}, spo2_scale=2) == {
+        "spo2_low": "warning"
+    }
+    assert rules_for({"spo2": series([87] * 8)}, {"spo2": Limits(high=99)}, spo2_scale=2) == {
+        "spo2_low": "warning"
+    }
+    assert defaults_for(2)["spo2"] == Limits(low=87) and defaults_for(1)["spo2"] == Limits(low=94)
+
+
+def test_fever_single_reading_repeated_readings_and_rise_above_baseline():
+    # IDSA (CLINICAL.md): single > 37.8 °C, repeated > 37.2 °C, or > 1.1 °C above baseline.
+    def fever(values, every_s=60, **facts):
+        found = found_for({"body_temp": series(values, every_s=every_s)}, **facts).get("fever")
+        return None if found is None else (found.severity, found.detail["criterion"])
+
+    assert fever([37.9]) == ("warning", "single")
+    assert fever([39.6]) == ("critical", "single")
+    assert fever([37.4] * 31) == ("warning", "repeated"), "30 minutes above 37.2"
+    assert fever([37.4] * 20) is None, "only 19 minutes"
+    assert fever([37.2] * 31) is None, "37.2 is not above 37.2"
+    assert fever([37.4] * 15 + [37.0] + [37.4] * 15) is None, "one normal reading in between"
+    assert fever([37.3, 37.4], every_s=35 * 60) == ("warning", "repeated"), "two spot checks"
+    baseline = {"body_temp": 36.1}
+    assert fever([37.3, 37.3], every_s=600, baselines=baseline) == ("warning", "above_baseline")
+    assert fever([37.2, 37.3], every_s=600, baselines=baseline) is None, "37.2 is 1.1 above"
+    assert fever([37.3], baselines=baseline) is None, "one warm reading is not enough"
+    assert fever([37.3, 37.3], every_s=600) is None, "no baseline known: criterion not used"
+    # A doctor's single-reading limit moves the repeated limit with it (38.3 → 37.7).
+    warm = {"body_temp": Limits(high=38.3)}
+    assert rules_for({"body_temp": series([37.6] * 31, every_s=60)}, warm) == {}
+    assert rules_for({"body_temp": series([37.8] * 31, every_s=60)}, warm) == {"fever": "warning"}
 
 
 @pytest.mark.parametrize(
@@ -138,12 +215,14 @@ def test_quiet_hours_never_apply_to_critical():
     assert channels_for(DOCTOR, "warning", NOW) == (["mqtt", "email"], False)
 
 
-def test_news2_rule_uses_the_latest_values_and_says_it_is_partial():
+def test_news2_rule_uses_confirmed_values_and_says_it_is_partial():
+    # Changed deliberately: single fresh readings no longer count (see the noisy-sample test below);
+    # three readings per parameter, or lone spot checks that have stood for 5 minutes, do.
     samples = {
-        "resp_rate": series([26]),  # 3
-        "spo2": series([93]),  # 2
-        "heart_rate": series([115]),  # 2
-        "body_temp": series([38.5]),  # 1
+        "resp_rate": series([26] * 3),  # 3
+        "spo2": series([93] * 3),  # 2
+        "heart_rate": series([115] * 3),  # 2
+        "body_temp": series([38.5], end=NOW - timedelta(minutes=6)),  # 1, a thermometer's reading
     }
     found = {f.rule: f for f in evaluate(Window(1, NOW, samples))}
     news2 = found["news2"]
@@ -154,6 +233,7 @@ def test_news2_rule_uses_the_latest_values_and_says_it_is_partial():
     )
     assert set(news2.detail["missing"]) == {"air_or_oxygen", "systolic_bp", "consciousness"}
     assert news2.detail["complete"] is False
+    assert news2.detail["parameters"]["body_temp"]["age_s"] == 360
     calm = {"resp_rate": series([16]), "spo2": series([97]), "heart_rate": series([70])}
     assert "news2" not in {f.rule for f in evaluate(Window(1, NOW, calm))}
     noisy = {
@@ -162,3 +242,41 @@ def test_news2_rule_uses_the_latest_values_and_says_it_is_partial():
         "heart_rate": series([70] * 3),
     }
     assert "news2" not in {f.rule for f in evaluate(Window(1, NOW, noisy))}, "one noisy sample"
+
+
+def news2_of(samples, **facts):
+    found = found_for(samples, **facts).get("news2")
+    return None if found is None else found
+
+
+def test_one_noisy_sample_among_one_or_two_does_not_raise_news2():
+    assert news2_of({"heart_rate": series([135])}) is None, "a lone fresh reading"
+    assert news2_of({"spo2": series([97, 84])}) is None, "two readings: the less alarming counts"
+    assert news2_of({"spo2": series([84, 97])}) is None
+    assert news2_of({"resp_rate": series([26, 16])}) is None
+    # Two agreeing readings, a lone one that has stood 5 minutes, or the median of three do count.
+    assert news2_of({"spo2": series([84, 85])}).severity == "warning"
+    assert news2_of({"heart_rate": series([135], end=NOW - timedelta(minutes=5))}) is not None
+    assert news2_of({"resp_rate": series([26, 26, 16])}).severity == "warning"
+    # What was left out is said, not dropped: an unconfirmed reading is named in the finding.
+    found = news2_of({"resp_rate": series([26] * 3), "heart_rate": series([135])})
+    assert found.detail["score"] == 3 and "heart_rate" in found.detail["missing"]
+    assert found.detail["unconfirmed"]["heart_rate"]["value"] == 135
+
+
+def test_news2_on_scale_2_names_spo2_as_unscored_when_oxygen_is_unknown():
+    samples = {"resp_rate": series([26] * 3), "spo2": series([95] * 3)}
+    found = news2_of(samples, spo2_scale=2)
+    assert found is not None and found.detail["score"] == 3
+    assert "spo2" in found.detail["missing"]
+    assert found.detail["unscored"]["spo2"]["value"] == 95
+    assert "oxygen" in found.detail["unscored"]["spo2"]["reason"]
+    assert "spo2 95 measured but not scored" in found.detail["note"]
+    # When the facts are known the rule uses them: 95 % on oxygen scores 2, oxygen itself 2.
+    on_oxygen = news2_of(samples, spo2_scale=2, on_oxygen=True)
+    assert on_oxygen.detail["score"] == 7 and on_oxygen.severity == "critical"
+    assert "unscored" not in on_oxygen.detail
+    assert news2_of(samples, spo2_scale=2, on_oxygen=False).detail["score"] == 3
+    confused = news2_of({"heart_rate": series([70] * 3)}, consciousness="V")
+    assert confused.detail["parameters"]["consciousness"]["score"] == 3
+    assert "consciousness" not in confused.detail["missing"]

@@ -18,7 +18,9 @@ from alerts.news2 import (
     PARAMETERS,
     NumericRow,
     Observation,
+    UnscorableError,
     aggregate,
+    parameter_score,
     round_half_up,
     score,
 )
@@ -84,6 +86,28 @@ def test_spo2_scale_2_below_93_needs_no_oxygen_status(value: float, expected: in
 def test_spo2_scale_2_from_93_needs_oxygen_status() -> None:
     with pytest.raises(ValueError, match="on oxygen"):
         score(spo2=93, spo2_scale=2)
+
+
+def test_scale_2_unknown_oxygen_can_be_reported_instead_of_raised() -> None:
+    # For monitoring, where nobody can be asked: the saturation is left out and says why.
+    result = score(spo2=95, heart_rate=70, spo2_scale=2, unscorable="report")
+    assert "spo2" not in result.parameters and "spo2" in result.missing
+    assert result.unscored["spo2"]["value"] == 95 and "oxygen" in result.unscored["spo2"]["reason"]
+    doc = result.as_json()
+    assert doc["unscored"] == result.unscored and "spo2 95 measured but not scored" in doc["note"]
+    json.dumps(doc)
+    # Below 93 % scale 2 needs no oxygen status, and an implausible value is still refused.
+    assert score(spo2=90, spo2_scale=2, unscorable="report").unscored == {}
+    with pytest.raises(ValueError, match="plausible range"):
+        score(spo2=30, spo2_scale=2, unscorable="report")
+    assert "unscored" not in score(spo2=95, spo2_scale=2, on_oxygen=False).as_json()
+
+
+def test_parameter_score_is_the_charts_cell() -> None:
+    assert parameter_score("heart_rate", 135) == 3
+    assert parameter_score("spo2", 95, spo2_scale=2, on_oxygen=True) == 2
+    with pytest.raises(UnscorableError):
+        parameter_score("spo2", 95, spo2_scale=2)
 
 
 def test_scale_2_bands_are_labelled_by_air_or_oxygen() -> None:

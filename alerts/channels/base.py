@@ -2,7 +2,8 @@
 
 The outbox (alerts/outbox.py) hands each channel one `Delivery` at a time and records the outcome:
 returning means delivered; `ChannelError` means not delivered (retried with backoff when
-`retryable`). A channel never blocks the others: each delivery is a separate outbox row.
+`retryable`). A channel whose server is another party's (it may hang) sets `isolated = True`: the
+outbox then sends its rows on a lane of their own, so it never holds up the other channels.
 """
 
 from __future__ import annotations

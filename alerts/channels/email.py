@@ -3,7 +3,9 @@
 `render` turns a notification payload into subject and body (pure, so it is tested on its own);
 `EmailChannel` wraps that in a message and hands it to an SMTP server, one attempt per `send`.
 The Message-ID is derived from the idempotency key, so a resend after a lost reply is recognisably
-the same message (mail systems and people can drop the duplicate).
+the same message (mail systems and people can drop the duplicate). A relay that hangs or refuses
+connections opens the channel's circuit (alerts/channels/breaker.py): the messages queued behind
+fail fast and wait for their retry instead of each waiting out the timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 
 from alerts.channels.base import ChannelError, Delivery
+from alerts.channels.breaker import Breakers
 
 SUBJECT_TAG = "[eldercare]"
 
@@ -118,6 +121,8 @@ class EmailChannel:
     """One SMTP connection per `send`: alerts are rare, and a fresh connection never goes stale."""
 
     name = "email"
+    # Another party's server, which may hang: the outbox gives it a lane of its own.
+    isolated = True
 
     def __init__(
         self,
@@ -130,6 +135,7 @@ class EmailChannel:
         starttls: bool = False,
         timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -142,6 +148,8 @@ class EmailChannel:
         self._ssl_context = ssl_context
         self._envelope_sender = parseaddr(sender)[1] or sender
         self._domain = self._envelope_sender.rpartition("@")[2] or "eldercare.invalid"
+        self.breakers = breakers or Breakers()
+        self._relay = f"smtp://{host}:{port}"
 
     def message_id(self, idempotency_key: str) -> str:
         # Hashed: a key may hold characters a msg-id may not. 128 bits keep it unique and short
@@ -182,6 +190,7 @@ class EmailChannel:
                 f"{who}: message not buildable, bad address? ({type(exc).__name__})",
                 retryable=False,
             ) from None
+        self.breakers.before(self._relay, who)
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
                 if self.starttls:
@@ -192,13 +201,20 @@ class EmailChannel:
                     message, from_addr=self._envelope_sender, to_addrs=[recipient.email]
                 )
         except smtplib.SMTPRecipientsRefused as exc:
+            self.breakers.succeeded(self._relay)  # the relay answered
             codes = sorted({code for code, _text in exc.recipients.values()})
             # 4xx is the server saying "not now" (greylisting, full mailbox); 5xx is final.
             retryable = bool(codes) and all(400 <= code < 500 for code in codes)
             raise ChannelError(f"{who}: refused, SMTP {codes}", retryable=retryable) from None
         except smtplib.SMTPResponseException as exc:
+            self.breakers.succeeded(self._relay)
             # Messages carry codes only: server replies can echo addresses or credentials.
             raise ChannelError(f"{who}: SMTP {exc.smtp_code} ({type(exc).__name__})") from None
         except (smtplib.SMTPException, OSError) as exc:
+            self.breakers.failed(self._relay)
             # Refused or dropped connections, timeouts, TLS failures: the relay may be back later.
             raise ChannelError(f"{who}: {type(exc).__name__}") from None
+        except Exception:
+            self.breakers.released(self._relay)
+            raise
+        self.breakers.succeeded(self._relay)

@@ -5,6 +5,10 @@ an HMAC-SHA256 over `f"{timestamp}.".encode() + body` with the recipient's share
 `X-Eldercare-Signature: sha256=<hex>` next to `X-Eldercare-Timestamp`. Signing the timestamp lets
 receivers refuse replays of an old, captured request. `Idempotency-Key` is stable across retries,
 so a receiver that deduplicates on it processes each notification once.
+
+A receiver that hangs or refuses connections opens its circuit (alerts/channels/breaker.py): the
+other notifications queued for it fail fast and wait for their retry, instead of each waiting out
+the timeout while other platforms' notifications queue behind them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import httpx
 import orjson
 
 from alerts.channels.base import ChannelError, Delivery
+from alerts.channels.breaker import Breakers
 
 SIGNATURE_PREFIX = "sha256="
 DEFAULT_TOLERANCE_S = 300
@@ -62,22 +67,27 @@ def verify_signature(
 
 
 def _where(url: str) -> str:
-    """Scheme and host only: webhook URLs often carry access tokens in their path or query."""
+    """Scheme, host and port only: webhook URLs often carry access tokens in their path or query.
+    It also names the destination whose circuit a failure opens."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
 class WebhookChannel:
     """One delivery attempt per `send`; the outbox owns retries. Close it when done."""
 
     name = "webhook"
+    # Another party's server, which may hang: the outbox gives it a lane of its own.
+    isolated = True
 
-    def __init__(self, timeout_s: float = 5.0) -> None:
+    def __init__(self, timeout_s: float = 5.0, breakers: Breakers | None = None) -> None:
         # One client per channel so consecutive deliveries reuse pooled connections. Redirects
         # are not followed: a signed body must go only to the URL the recipient registered.
         self._client = httpx.Client(
             timeout=timeout_s, follow_redirects=False, headers={"User-Agent": USER_AGENT}
         )
+        self.breakers = breakers or Breakers()
 
     def close(self) -> None:
         self._client.close()
@@ -117,19 +127,28 @@ class WebhookChannel:
             "X-Eldercare-Timestamp": timestamp,
             "X-Eldercare-Signature": sign(recipient.secret, timestamp, body),
         }
+        self.breakers.before(where, who)
         try:
             response = self._client.post(recipient.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
+            self.breakers.failed(where)
             # `from None`: httpx messages may quote the URL, and with it any token inside.
             raise ChannelError(f"{who} at {where}: timed out ({type(exc).__name__})") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
+            self.breakers.released(where)
             # Our request itself cannot be sent (bad URL or header): resending the same one fails.
             raise ChannelError(
                 f"{who} at {where}: request not sendable ({type(exc).__name__})", retryable=False
             ) from None
         except httpx.TransportError as exc:
+            self.breakers.failed(where)
             # Connection refused or reset, DNS failure, a broken response: the receiver may be back.
             raise ChannelError(f"{who} at {where}: {type(exc).__name__}") from None
+        except Exception:
+            self.breakers.released(where)  # says nothing about the receiver; frees a probe slot
+            raise
+        # Any answer, even a 503, comes back at once: only silence holds the others up.
+        self.breakers.succeeded(where)
 
         status = response.status_code
         if 200 <= status < 300:
