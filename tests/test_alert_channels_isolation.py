@@ -116,6 +116,8 @@ def _insert(conn, alert_id: int, channel: str, recipient_kind: str, recipient_id
             "key": f"isolation-{uuid.uuid4().hex}",
             "state": "pending",
             "now": now,
+            "send_at": now,
+            "error": None,
         },
     )
 
