@@ -78,13 +78,17 @@ FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_a
 WHERE b.resident_id = %s AND d.status = 'active' ORDER BY d.device_id
 """
 
+# Keyset paging: a page starts after the previous page's last (time, metric[, device]) — the whole
+# sort key, so rows sharing the boundary timestamp are neither lost nor repeated. The caller raises
+# `since` to the cursor's time, which keeps the index range tight.
 RAW_READINGS = """
 SELECT measured_at AS at, metric, value, device_id
 FROM reading
 WHERE resident_id = %(resident_id)s AND measured_at >= %(since)s AND measured_at < %(until)s
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
-  AND (%(after)s::timestamptz IS NULL OR measured_at > %(after)s)
-ORDER BY measured_at, metric
+  AND (%(c_at)s::timestamptz IS NULL OR measured_at > %(c_at)s
+       OR (measured_at = %(c_at)s AND (metric, device_id) > (%(c_metric)s::text, %(c_device)s::text)))
+ORDER BY measured_at, metric, device_id
 LIMIT %(limit)s
 """
 
@@ -93,7 +97,8 @@ SELECT bucket AS at, metric, avg_value AS value, min_value, max_value, samples
 FROM {view}
 WHERE resident_id = %(resident_id)s AND bucket >= %(since)s AND bucket < %(until)s
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
-  AND (%(after)s::timestamptz IS NULL OR bucket > %(after)s)
+  AND (%(c_at)s::timestamptz IS NULL OR bucket > %(c_at)s
+       OR (bucket = %(c_at)s AND metric > %(c_metric)s::text))
 ORDER BY bucket, metric
 LIMIT %(limit)s
 """

@@ -85,10 +85,10 @@ def test_the_contracted_doctor_sees_and_acts(client, world, conn):
     ).json()
     rest = client.get(
         f"/api/v1/residents/{rid}/readings",
-        params={"metric": "heart_rate", "limit": 60, "after": page["next_after"]},
+        params={"metric": "heart_rate", "limit": 60, "cursor": page["next"]},
         headers=a,
     ).json()
-    assert len(page["readings"]) + len(rest["readings"]) == 100 and rest["next_after"] is None
+    assert len(page["readings"]) + len(rest["readings"]) == 100 and rest["next"] is None
     hourly = client.get(
         f"/api/v1/residents/{rid}/readings", params={"bucket": "hour"}, headers=a
     ).json()
