@@ -111,16 +111,23 @@ ORDER BY metric, measured_at DESC
 
 _SEE_A = VISIBLE.format(column="a.resident_id")
 
+# Critical first, then newest; `id` completes the sort key so keyset paging (the cursor: the last
+# row's rank, opened_at and id) neither skips nor repeats alerts opened at the same moment.
 LIST_ALERTS = f"""
 SELECT a.id, a.resident_id, r.name AS resident_name, a.rule, a.severity, a.state, a.title, a.opened_at,
-       a.last_seen_at, a.occurrences, a.acknowledged_by, a.acknowledged_at
+       a.last_seen_at, a.occurrences, a.acknowledged_by, actor_name(a.acknowledged_by) AS acknowledged_by_name,
+       a.acknowledged_at, s.rank
 FROM alert a JOIN resident r ON r.id = a.resident_id
+CROSS JOIN LATERAL (SELECT CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END AS rank) s
 WHERE a.resident_id IS NOT NULL AND {_SEE_A}
   AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
   AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
   AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s)
   AND (%(since)s::timestamptz IS NULL OR a.opened_at >= %(since)s)
-ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, a.opened_at DESC
+  AND (%(until)s::timestamptz IS NULL OR a.opened_at < %(until)s)
+  AND (%(c_rank)s::int IS NULL OR s.rank > %(c_rank)s
+       OR (s.rank = %(c_rank)s AND (a.opened_at, a.id) < (%(c_opened)s::timestamptz, %(c_id)s::bigint)))
+ORDER BY s.rank, a.opened_at DESC, a.id DESC
 LIMIT %(limit)s
 """
 
@@ -172,3 +179,13 @@ WHERE a.state = 'open' AND a.resident_id IS NOT NULL AND {_SEE_A}
 """
 
 THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
+
+# The alert page's timeline and handlers, with people's names (migration 0008: actor_name).
+ALERT_TIMELINE = """
+SELECT at, actor, actor_name(actor) AS actor_name, action, from_state, to_state, severity, note
+FROM alert_transition WHERE alert_id = %s ORDER BY id
+"""
+ALERT_HANDLERS = """
+SELECT actor_name(acknowledged_by) AS acknowledged_by_name, actor_name(resolved_by) AS resolved_by_name
+FROM alert WHERE id = %s
+"""

@@ -130,7 +130,8 @@ def test_doctor_sees_an_sos_live_and_acknowledges_it(
                 lambda m: any(orjson.loads(p).get("status") == "help_coming" for _, p in m),
                 timeout=20,
             )
-            expect(row.first).to_contain_text(username, timeout=10_000)
+            # Who is handling it, by the name people know (the doctor's), not the login's id.
+            expect(row.first.locator(".handler")).to_contain_text("张医生", timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "3-acknowledged.png"), full_page=True)
         finally:
             browser.close()

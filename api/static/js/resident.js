@@ -295,7 +295,9 @@ function historyList(rows, signal) {
           h('span', { class: 'state' }, label('state', a.state)),
           ' · ',
           h('time', { datetime: a.opened_at }, formatDateTime(a.opened_at)),
-          a.acknowledged_by ? [' · ', t('col.handler'), t('colon'), a.acknowledged_by] : null,
+          a.acknowledged_by
+            ? [' · ', t('col.handler'), t('colon'), a.acknowledged_by_name ?? a.acknowledged_by]
+            : null,
         ),
       );
       // The timeline is fetched only when the doctor opens an entry.
@@ -304,13 +306,21 @@ function historyList(rows, signal) {
         details.dataset.loaded = '1';
         const body = h('div', { class: 'history-detail' }, t('loading'));
         details.append(body);
-        api(`/api/v1/alerts/${a.id}`, { signal })
-          .then((detail) => body.replaceChildren(...alertDetail(detail)))
-          .catch((err) => body.replaceChildren(h('p', { class: 'form-error' }, err.detail ?? '')));
+        const load = () =>
+          api(`/api/v1/alerts/${a.id}`, { signal })
+            .then((detail) => body.replaceChildren(...alertDetail(detail), commentForm(a, load)))
+            .catch((err) =>
+              body.replaceChildren(h('p', { class: 'form-error' }, err.detail ?? '')),
+            );
+        load();
       });
       return h('li', {}, details);
     }),
   );
+}
+
+function actorName(name) {
+  return name === 'system' ? t('actor.system') : name;
 }
 
 function alertDetail(d) {
@@ -321,7 +331,7 @@ function alertDetail(d) {
         'p',
         {},
         h('strong', {}, t('alert.resolved_by') + t('colon')),
-        d.resolved_by ?? '—',
+        actorName(d.resolved_by_name ?? d.resolved_by ?? '—'),
         d.resolution_note
           ? [' — ', h('strong', {}, t('alert.resolution') + t('colon')), d.resolution_note]
           : null,
@@ -336,15 +346,65 @@ function alertDetail(d) {
       (d.timeline ?? []).map((step) =>
         h(
           'li',
-          {},
+          { class: `step-${step.action}`, dataset: { action: step.action } },
           h('time', { datetime: step.at }, formatDateTime(step.at)),
           ' ',
           h('strong', {}, label('action', step.action)),
-          ` · ${step.actor} → ${label('state', step.to_state)}`,
-          step.note ? ` · ${step.note}` : '',
+          ' · ',
+          h(
+            'span',
+            { class: 'actor', title: step.actor },
+            actorName(step.actor_name ?? step.actor),
+          ),
+          step.action === 'commented' ? null : ` → ${label('state', step.to_state)}`,
+          step.note
+            ? [
+                ' · ',
+                h('span', { class: step.action === 'commented' ? 'comment' : 'note' }, step.note),
+              ]
+            : '',
         ),
       ),
     ),
   );
   return out;
+}
+
+/** A note for the timeline (who was called, what was tried); the alert's state does not change. */
+function commentForm(alert, reload) {
+  const id = `comment-${alert.id}`;
+  const note = h('textarea', { id, class: 'comment-note', rows: 2, maxlength: 2000 });
+  note.placeholder = t('comment.placeholder');
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'btn-comment' }, t('btn.comment'));
+  return h(
+    'form',
+    {
+      class: 'comment-form',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const text = note.value.trim();
+        if (!text) {
+          error.textContent = t('comment.required');
+          error.hidden = false;
+          note.focus();
+          return;
+        }
+        submit.disabled = true;
+        try {
+          await api(`/api/v1/alerts/${alert.id}/comment`, { method: 'POST', body: { note: text } });
+          await reload();
+        } catch (err) {
+          // the note stays in the box, so nothing typed is lost
+          error.textContent = err.detail;
+          error.hidden = false;
+          submit.disabled = false;
+        }
+      },
+    },
+    h('label', { for: id }, t('comment.label')),
+    note,
+    error,
+    submit,
+  );
 }
