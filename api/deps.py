@@ -7,7 +7,6 @@ from typing import Annotated
 
 import psycopg
 from fastapi import Depends, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.access import Principal, authenticate
@@ -43,9 +42,3 @@ def client_address(request: Request) -> str | None:
 MAX_ID = 2**53 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
-
-
-def query_error(name: str, message: str) -> RequestValidationError:
-    """A 422 for query parameter `name` in FastAPI's own validation-error shape (the one the OpenAPI
-    schema documents), for checks that only the handler can make."""
-    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "value_error"}])

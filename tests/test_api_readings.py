@@ -4,6 +4,8 @@ boundary, raw or bucketed, with or without a metric filter."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from api import cursor
@@ -97,23 +99,44 @@ def test_a_full_last_page_says_there_is_no_next_one(client, crowded):  # noqa: F
     assert len(page["readings"]) == 100 and page["next"] is None
 
 
-def test_a_cursor_that_is_not_ours_is_a_422_in_the_documented_shape(client, crowded):  # noqa: F811
+def test_a_cursor_is_checked_by_its_pattern_and_any_match_is_a_position(client, crowded):  # noqa: F811
     a = _token(client, crowded, "a")
     rid = crowded["resident"]
     url = f"/api/v1/residents/{rid}/readings"
-    hourly = client.get(url, headers=a, params={"bucket": "hour", "limit": 2}).json()
-    assert hourly["next"]
-    for token in (
-        "not-a-cursor",
-        cursor.encode("alerts", rank=0, opened_at="2024-01-01T00:00:00+00:00", id=1),
-        cursor.encode("readings.raw", at="yesterday", metric="spo2", device_id="x"),
-        cursor.encode("readings.raw", at="2024-01-01T00:00:00+00:00", metric=None),
-        hourly["next"],  # an hourly cursor on the raw listing
-    ):
+    for token in ("not-a-cursor", "12.heart_rate.a.b", "123", "-12345678901234567.spo2"):
         response = client.get(url, headers=a, params={"cursor": token})
         assert response.status_code == 422, token
-        detail = response.json()["detail"]
-        assert detail[0]["loc"] == ["query", "cursor"] and "cursor" in detail[0]["msg"]
+        assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+    # Anything the pattern allows is a place to start, never an error (the fuzzer relies on it).
+    whole = client.get(url, headers=a, params={"limit": 10_000}).json()["readings"]
+    middle = whole[len(whole) // 2]
+    first_at_middle = next(r for r in whole if r["at"] == middle["at"])
+
+    def first(token):
+        page = client.get(url, headers=a, params={"cursor": token, "limit": 1})
+        assert page.status_code == 200, token
+        return (page.json()["readings"] or [None])[0]
+
+    at = datetime.fromisoformat(middle["at"])
+    assert first(cursor.readings_cursor(at, "a", None)) == first_at_middle  # before every metric
+    assert first("0.zzz") == whole[0]
+    assert first("99999999999999999.a.A") is None
+    odd = client.get(url, headers=a, params={"cursor": "1.spo2.A", "bucket": "hour"})
+    assert odd.status_code == 200
+
+
+def test_cursor_round_trip():
+    at = datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC)
+    for device in ("api-dev", "wb.0001:x", None, "设备"):
+        key = cursor.parse_readings(cursor.readings_cursor(at, "heart_rate", device))
+        assert (key.at, key.metric, key.device_id) == (at, "heart_rate", device or "")
+    early = datetime(1969, 12, 31, 23, 0, tzinfo=UTC)
+    assert cursor.parse_readings(cursor.readings_cursor(early, "spo2", "d")).at == early
+    alert = cursor.parse_alerts(cursor.alerts_cursor(1, at, 42))
+    assert (alert.rank, alert.opened_at, alert.id) == (1, at, 42)
+    assert cursor.parse_readings("5.a.A").device_id == ""  # lenient: odd base64 still decodes
+    with pytest.raises(cursor.CursorError):
+        cursor.parse_alerts("3.1.1")
 
 
 def test_after_is_gone_and_doctor_b_still_gets_404(client, crowded):  # noqa: F811

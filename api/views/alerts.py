@@ -14,7 +14,7 @@ from alerts import service
 from alerts.service import AlertError
 from api import cursor, queries
 from api.access import Principal, audit
-from api.deps import MAX_ID, Caller, Conn, IdPath, IdQuery, client_address, query_error
+from api.deps import Caller, Conn, IdPath, IdQuery, client_address
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 NOT_FOUND = "no such alert (or not one of your residents')"
@@ -116,7 +116,9 @@ def list_alerts(
     until: Annotated[datetime | None, Query(description="opened before")] = None,
     cursor_: Annotated[
         str | None,
-        Query(alias="cursor", max_length=500, description=f"the previous page's {NEXT_CURSOR}"),
+        Query(
+            alias="cursor", pattern=cursor.ALERTS, description=f"the previous page's {NEXT_CURSOR}"
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
@@ -137,8 +139,8 @@ def list_alerts(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        response.headers[NEXT_CURSOR] = cursor.encode(
-            "alerts", rank=last["rank"], opened_at=last["opened_at"].isoformat(), id=last["id"]
+        response.headers[NEXT_CURSOR] = cursor.alerts_cursor(
+            last["rank"], last["opened_at"], last["id"]
         )
     audit(
         conn,
@@ -155,13 +157,8 @@ def list_alerts(
 def _position(token: str | None) -> dict[str, Any]:
     if token is None:
         return {"c_rank": None, "c_opened": None, "c_id": None}
-    try:
-        key = cursor.decode("alerts", token, {"rank": int, "opened_at": datetime, "id": int})
-    except cursor.CursorError as exc:
-        raise query_error("cursor", str(exc)) from None
-    if key["rank"] not in (0, 1, 2) or not 1 <= key["id"] <= MAX_ID:
-        raise query_error("cursor", "the cursor is not one this API handed out")
-    return {"c_rank": key["rank"], "c_opened": key["opened_at"], "c_id": key["id"]}
+    key = cursor.parse_alerts(token)
+    return {"c_rank": key.rank, "c_opened": key.opened_at, "c_id": key.id}
 
 
 def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int:

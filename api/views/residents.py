@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api import cursor, queries
 from api.access import audit
-from api.deps import Caller, Conn, IdPath, client_address, query_error
+from api.deps import Caller, Conn, IdPath, client_address
 from ingest.metrics import METRICS
 
 router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
@@ -143,13 +143,14 @@ def readings(
     until: Annotated[datetime | None, Query(description="default: now")] = None,
     bucket: Literal["raw", "minute", "hour", "day"] = "raw",
     cursor_: Annotated[
-        str | None, Query(alias="cursor", max_length=500, description="the previous page's next")
+        str | None,
+        Query(alias="cursor", pattern=cursor.READINGS, description="the previous page's next"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 2_000,
 ) -> ReadingPage:
     """Readings by time range, raw or bucketed in the database (continuous aggregates on
     TimescaleDB, the same views on PostgreSQL), oldest first, a page at a time."""
-    position = _position(cursor_, bucket)
+    position = _position(cursor_)
     _visible(conn, caller, resident_id)
     now = datetime.now(UTC)
     since_at = _aware(since) if since else now - timedelta(hours=24)
@@ -185,33 +186,20 @@ def readings(
         resident_id=resident_id,
         bucket=bucket,
         readings=[Reading(**r) for r in rows],
-        next=_next_cursor(rows[-1], bucket) if more else None,
+        next=_next(rows[-1]) if more else None,
     )
 
 
-def _position(token: str | None, bucket: str) -> dict[str, Any]:
+def _position(token: str | None) -> dict[str, Any]:
     """The keyset position a `next` cursor stands for (all None for the first page)."""
     if token is None:
         return {"c_at": None, "c_metric": None, "c_device": None}
-    try:
-        key = cursor.decode(
-            f"readings.{bucket}",
-            token,
-            {"at": datetime, "metric": str, "device_id": str},
-            optional=frozenset({"device_id"}) if bucket != "raw" else frozenset(),
-        )
-    except cursor.CursorError as exc:
-        raise query_error("cursor", str(exc)) from None
-    return {"c_at": _aware(key["at"]), "c_metric": key["metric"], "c_device": key["device_id"]}
+    key = cursor.parse_readings(token)
+    return {"c_at": key.at, "c_metric": key.metric, "c_device": key.device_id}
 
 
-def _next_cursor(last: dict[str, Any], bucket: str) -> str:
-    return cursor.encode(
-        f"readings.{bucket}",
-        at=last["at"].isoformat(),
-        metric=last["metric"],
-        device_id=last.get("device_id"),
-    )
+def _next(last: dict[str, Any]) -> str:
+    return cursor.readings_cursor(last["at"], last["metric"], last.get("device_id"))
 
 
 @router.get("/{resident_id}/latest", response_model=list[Latest], responses={401: {}, 404: {}})
