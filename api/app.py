@@ -14,29 +14,35 @@ from psycopg_pool import ConnectionPool
 
 from api.access import AccessError
 from api.dashboard import mount_dashboard
+from api.hub import LiveHub, Timing
 from api.metrics import DatabaseCollector
 from api.views import admin, alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, live_timing: Timing | None = None) -> FastAPI:
+    """The app; `live_timing` sets the live stream's heartbeat and polling (tests shorten them)."""
     cfg = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database_url = cfg.require_database_url()
-        app.state.pool = ConnectionPool(
+        # Local names for the shutdown: a test client may run the lifespan again meanwhile.
+        pool = app.state.pool = ConnectionPool(
             cfg.require_database_url(),
             min_size=1,
             max_size=10,
             kwargs={"autocommit": True},
             open=True,
         )
+        hub = app.state.hub = LiveHub(cfg.require_database_url(), live_timing)
+        hub.start()
         try:
             yield
         finally:
-            app.state.pool.close()
+            await hub.close()
+            pool.close()
 
     app = FastAPI(
         title="eldercare",

@@ -136,7 +136,8 @@ SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS
 """
 
 STREAM_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor
+SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
+       actor_name(t.actor)
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
 WHERE t.id > %(after)s AND a.resident_id IS NOT NULL AND {_SEE_A}
 ORDER BY t.id LIMIT 500
@@ -189,3 +190,50 @@ ALERT_HANDLERS = """
 SELECT actor_name(acknowledged_by) AS acknowledged_by_name, actor_name(resolved_by) AS resolved_by_name
 FROM alert WHERE id = %s
 """
+
+# The live stream's shared listener (api/hub.py) reads each new transition once for every open
+# stream: those above the floor it has not read yet (a transaction that commits after a later
+# one still arrives), whoever may see them; each stream keeps its caller's.
+LIVE_TRANSITIONS_PAGE = 1000
+LIVE_TRANSITIONS = f"""
+SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
+       actor_name(t.actor)
+FROM alert_transition t JOIN alert a ON a.id = t.alert_id
+WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[]) AND a.resident_id IS NOT NULL
+ORDER BY t.id LIMIT {LIVE_TRANSITIONS_PAGE}
+"""
+
+# The latest value per metric of each device that sent telemetry since `since` (found through
+# telemetry_message's received_at index; then one index probe per device and metric).
+LIVE_VITALS = """
+SELECT x.resident_id, m.metric, x.value, x.measured_at, d.device_id
+FROM (SELECT DISTINCT device_id FROM telemetry_message WHERE received_at > %(since)s) d
+CROSS JOIN unnest(%(metrics)s::text[]) AS m(metric)
+CROSS JOIN LATERAL (
+    SELECT r.resident_id, r.value, r.measured_at FROM reading r
+    WHERE r.device_id = d.device_id AND r.metric = m.metric
+      AND r.measured_at > now() - INTERVAL '7 days'
+    ORDER BY r.measured_at DESC LIMIT 1
+) x
+"""
+
+# Stream tickets (migration 0008): single use, so redeeming one deletes it.
+INSERT_STREAM_TICKET = """
+INSERT INTO stream_ticket (ticket_hash, token_id, principal, expires_at)
+VALUES (%s, %s, %s, now() + %s * INTERVAL '1 second') RETURNING expires_at
+"""
+PURGE_STREAM_TICKETS = "DELETE FROM stream_ticket WHERE expires_at < now()"
+REDEEM_STREAM_TICKET = """
+DELETE FROM stream_ticket WHERE ticket_hash = %s RETURNING principal, expires_at > now()
+"""
+
+# An open stream re-checks its caller's token at every heartbeat: still there, not revoked, its
+# account active, not expired.
+TOKEN_STILL_VALID = """
+SELECT t.expires_at FROM api_token t
+LEFT JOIN app_user u ON u.id = t.user_id
+LEFT JOIN platform_client p ON p.id = t.client_id
+WHERE t.id = %s AND t.revoked_at IS NULL AND (u.active OR p.id IS NOT NULL)
+"""
+
+VISIBLE_RESIDENT_IDS = f"SELECT r.id FROM resident r WHERE {_SEE_R}"

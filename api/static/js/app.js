@@ -75,7 +75,7 @@ function startSession(session) {
   sessionStarted = true;
   document.getElementById('main-nav').hidden = false;
   document.getElementById('logout').hidden = false;
-  startLive(session.token);
+  startLive();
   criticalSeed = seedCriticals();
   whoami()
     .then((me) => {
