@@ -107,6 +107,8 @@ def api(
         port=port or cfg.http_port,
         log_level="info",
         log_config=uvicorn_log_config(),  # no tickets or tokens from URLs in the access log
+        # Live streams never end by themselves: on shutdown, wait this long for them, then close.
+        timeout_graceful_shutdown=5,
     )
 
 

@@ -92,6 +92,7 @@ class Reader:
         self.events: list[dict[str, object]] = []
         self.heartbeats = 0
         self.status: int | None = None
+        self.error: httpx.HTTPError | None = None
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self.done = threading.Event()
@@ -113,6 +114,8 @@ class Reader:
                         self._take(block)
                     if self._stop.is_set():
                         return
+        except httpx.HTTPError as exc:  # the server went away mid-stream
+            self.error = exc
         finally:
             self.done.set()
             with self._cond:
@@ -237,9 +240,19 @@ def test_the_access_log_of_the_real_server_holds_no_token_or_ticket(env, world, 
         refused = httpx.get(f"{base}/api/v1/stream", params={"access_token": token, "once": "1"})
         assert refused.status_code == 401
         wait_for(lambda: log_path.read_text().count("/api/v1/stream?") >= 2, 10, "access log")
-    finally:
+        # A stream left open (as a dashboard would) does not keep the server from stopping.
+        open_stream = Reader(f"{base}/api/v1/stream", headers=a)
+        open_stream.wait(lambda r: r.of("ready"), what="ready")
+        stopping = time.monotonic()
         process.terminate()
-        process.wait(20)
+        assert process.wait(15) in (0, -15)  # uvicorn re-raises the SIGTERM it handled
+        assert time.monotonic() - stopping < 10
+        open_stream.wait(lambda r: r.done.is_set(), what="the stream to close")
+        open_stream.close()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(20)
     text = log_path.read_text()
     assert f"ticket={REDACTED}" in text and f"access_token={REDACTED}" in text
     assert ticket not in text and token not in text
