@@ -155,7 +155,9 @@ class LiveHub:
         loop = asyncio.get_running_loop()
         while True:
             await self._read_transitions(conn)
-            if self._subscriptions and loop.time() - self._last_vitals >= self.timing.vitals_poll_s:
+            if not self._subscriptions:
+                self._vitals_since = None  # when somebody comes, start from now, not from then
+            elif loop.time() - self._last_vitals >= self.timing.vitals_poll_s:
                 self._last_vitals = loop.time()
                 await self._read_vitals(conn)
             wait = min(self.timing.tick_s, self.timing.vitals_poll_s)

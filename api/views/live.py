@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg.types.json import Jsonb
@@ -71,10 +72,14 @@ class _Stream:
 
     def recheck(self) -> str | None:
         """Why the stream must end now, or None; refreshes who the caller may see."""
-        with self.pool.connection() as conn:
-            problem = _token_problem(conn, self.caller)
-            if problem is None:
-                self.visible = _visible_residents(conn, self.caller)
+        try:
+            with self.pool.connection() as conn:
+                problem = _token_problem(conn, self.caller)
+                if problem is None:
+                    self.visible = _visible_residents(conn, self.caller)
+        except psycopg.Error:
+            # A session that cannot be checked is not trusted; the client reconnects later.
+            return "the server cannot check the session right now; connect again"
         return problem
 
     def catch_up(self, after: int) -> list[AlertChange]:
