@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from eldercare.ports import free_port
+from eldercare.settings import Settings
 
 
 def _ready(settings):
@@ -16,7 +17,10 @@ def _ready(settings):
 
 
 def test_readyz_is_503_when_the_broker_is_down(settings):
-    nobody = settings.model_copy(update={"mqtt_url": f"mqtt://127.0.0.1:{free_port()}"})
+    # Fresh settings, not a copy: a copy would keep the cached broker endpoint of the original.
+    nobody = Settings(
+        database_url=settings.database_url, mqtt_url=f"mqtt://127.0.0.1:{free_port()}"
+    )
     ready = _ready(nobody)
     assert ready.status_code == 503
     assert ready.json() == {"ready": False, "checks": {"database": True, "broker": False}}
@@ -24,6 +28,6 @@ def test_readyz_is_503_when_the_broker_is_down(settings):
 
 def test_readyz_is_503_when_the_database_is_unreachable(settings):
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/eldercare"
-    ready = _ready(settings.model_copy(update={"database_url": unreachable}))
+    ready = _ready(Settings(database_url=unreachable, mqtt_url=settings.mqtt_url))
     assert ready.status_code == 503
     assert ready.json() == {"ready": False, "checks": {"database": False, "broker": True}}
