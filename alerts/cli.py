@@ -176,3 +176,18 @@ def resolve(
 ) -> None:
     """Resolve an alert with a note."""
     _act(json, service.resolve, alert_id, actor=by, note=note)
+
+
+@alerts_app.command("comment")
+def comment(
+    alert_id: int,
+    note: Annotated[str, typer.Option(help="The note for the alert's timeline.")],
+    by: Annotated[
+        str | None, typer.Option(help="Who writes it (default: cli:<your login name>).")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Add a note to an alert's timeline; its state does not change."""
+    import getpass
+
+    _act(json, service.comment, alert_id, actor=by or f"cli:{getpass.getuser()}", note=note)

@@ -891,3 +891,18 @@ def settle_cleared(
                 note=f"condition cleared for {rules[rule]} "
                 f"(latest {metric} measured {measured_at.isoformat()})",
             )
+
+
+def comment(
+    conn: psycopg.Connection, alert_id: int, *, actor: str, now: datetime, note: str
+) -> Alert:
+    """A note on the alert's timeline (what was tried, who was called); the state does not change.
+
+    Nobody is notified: the note is for whoever opens the alert, and the live stream shows it."""
+    text = (note or "").strip()
+    if not text:
+        raise AlertError("a comment needs a note")
+    with conn.transaction():
+        alert = _lock(conn, alert_id)
+        _transition(conn, alert, now, actor, "commented", alert.state, note=text)
+        return alert

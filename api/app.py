@@ -8,35 +8,42 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import ConnectionPool
 
 from api.access import AccessError
-from api.dashboard import mount_dashboard
+from api.dashboard import VENDOR_URL, mount_dashboard
+from api.hub import LiveHub, Timing
 from api.metrics import DatabaseCollector
 from api.views import admin, alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, live_timing: Timing | None = None) -> FastAPI:
+    """The app; `live_timing` sets the live stream's heartbeat and polling (tests shorten them)."""
     cfg = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database_url = cfg.require_database_url()
-        app.state.pool = ConnectionPool(
+        # Local names for the shutdown: a test client may run the lifespan again meanwhile.
+        pool = app.state.pool = ConnectionPool(
             cfg.require_database_url(),
             min_size=1,
             max_size=10,
             kwargs={"autocommit": True},
             open=True,
         )
+        hub = app.state.hub = LiveHub(cfg.require_database_url(), live_timing)
+        hub.start()
         try:
             yield
         finally:
-            app.state.pool.close()
+            await hub.close()
+            pool.close()
 
     app = FastAPI(
         title="eldercare",
@@ -44,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Home monitoring of elderly residents: residents, readings and alerts for their "
         "contracted doctors. Every access to health data is audited.",
         lifespan=lifespan,
+        # /docs is served below from vendored files: FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     for router in (
         auth.router,
@@ -57,6 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     mount_dashboard(app)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI from api/static/vendor/swagger-ui (no CDN: works on an offline network)."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="eldercare API",
+            swagger_js_url=f"{VENDOR_URL}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR_URL}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/app/favicon.svg",
+            # No badge from the public validator service: nothing leaves this server.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
     @app.exception_handler(AccessError)
     def access_error(_request: Request, exc: AccessError) -> JSONResponse:

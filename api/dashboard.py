@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDOR_URL = "/app/vendor"  # third-party files, with their provenance in vendor/README.md
 
 
 class _RevalidatedFiles(StaticFiles):

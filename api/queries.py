@@ -78,13 +78,17 @@ FROM device d JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_a
 WHERE b.resident_id = %s AND d.status = 'active' ORDER BY d.device_id
 """
 
+# Keyset paging: a page starts after the previous page's last (time, metric[, device]) — the whole
+# sort key, so rows sharing the boundary timestamp are neither lost nor repeated. The caller raises
+# `since` to the cursor's time, which keeps the index range tight.
 RAW_READINGS = """
 SELECT measured_at AS at, metric, value, device_id
 FROM reading
 WHERE resident_id = %(resident_id)s AND measured_at >= %(since)s AND measured_at < %(until)s
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
-  AND (%(after)s::timestamptz IS NULL OR measured_at > %(after)s)
-ORDER BY measured_at, metric
+  AND (%(c_at)s::timestamptz IS NULL OR measured_at > %(c_at)s
+       OR (measured_at = %(c_at)s AND (metric, device_id) > (%(c_metric)s::text, %(c_device)s::text)))
+ORDER BY measured_at, metric, device_id
 LIMIT %(limit)s
 """
 
@@ -93,7 +97,8 @@ SELECT bucket AS at, metric, avg_value AS value, min_value, max_value, samples
 FROM {view}
 WHERE resident_id = %(resident_id)s AND bucket >= %(since)s AND bucket < %(until)s
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
-  AND (%(after)s::timestamptz IS NULL OR bucket > %(after)s)
+  AND (%(c_at)s::timestamptz IS NULL OR bucket > %(c_at)s
+       OR (bucket = %(c_at)s AND metric > %(c_metric)s::text))
 ORDER BY bucket, metric
 LIMIT %(limit)s
 """
@@ -106,16 +111,23 @@ ORDER BY metric, measured_at DESC
 
 _SEE_A = VISIBLE.format(column="a.resident_id")
 
+# Critical first, then newest; `id` completes the sort key so keyset paging (the cursor: the last
+# row's rank, opened_at and id) neither skips nor repeats alerts opened at the same moment.
 LIST_ALERTS = f"""
 SELECT a.id, a.resident_id, r.name AS resident_name, a.rule, a.severity, a.state, a.title, a.opened_at,
-       a.last_seen_at, a.occurrences, a.acknowledged_by, a.acknowledged_at
+       a.last_seen_at, a.occurrences, a.acknowledged_by, actor_name(a.acknowledged_by) AS acknowledged_by_name,
+       a.acknowledged_at, s.rank
 FROM alert a JOIN resident r ON r.id = a.resident_id
+CROSS JOIN LATERAL (SELECT CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END AS rank) s
 WHERE a.resident_id IS NOT NULL AND {_SEE_A}
   AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
   AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
   AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s)
   AND (%(since)s::timestamptz IS NULL OR a.opened_at >= %(since)s)
-ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, a.opened_at DESC
+  AND (%(until)s::timestamptz IS NULL OR a.opened_at < %(until)s)
+  AND (%(c_rank)s::int IS NULL OR s.rank > %(c_rank)s
+       OR (s.rank = %(c_rank)s AND (a.opened_at, a.id) < (%(c_opened)s::timestamptz, %(c_id)s::bigint)))
+ORDER BY s.rank, a.opened_at DESC, a.id DESC
 LIMIT %(limit)s
 """
 
@@ -124,7 +136,8 @@ SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS
 """
 
 STREAM_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor
+SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
+       actor_name(t.actor)
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
 WHERE t.id > %(after)s AND a.resident_id IS NOT NULL AND {_SEE_A}
 ORDER BY t.id LIMIT 500
@@ -167,3 +180,60 @@ WHERE a.state = 'open' AND a.resident_id IS NOT NULL AND {_SEE_A}
 """
 
 THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
+
+# The alert page's timeline and handlers, with people's names (migration 0008: actor_name).
+ALERT_TIMELINE = """
+SELECT at, actor, actor_name(actor) AS actor_name, action, from_state, to_state, severity, note
+FROM alert_transition WHERE alert_id = %s ORDER BY id
+"""
+ALERT_HANDLERS = """
+SELECT actor_name(acknowledged_by) AS acknowledged_by_name, actor_name(resolved_by) AS resolved_by_name
+FROM alert WHERE id = %s
+"""
+
+# The live stream's shared listener (api/hub.py) reads each new transition once for every open
+# stream: those above the floor it has not read yet (a transaction that commits after a later
+# one still arrives), whoever may see them; each stream keeps its caller's.
+LIVE_TRANSITIONS_PAGE = 1000
+LIVE_TRANSITIONS = f"""
+SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
+       actor_name(t.actor)
+FROM alert_transition t JOIN alert a ON a.id = t.alert_id
+WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[]) AND a.resident_id IS NOT NULL
+ORDER BY t.id LIMIT {LIVE_TRANSITIONS_PAGE}
+"""
+
+# The latest value per metric of each device that sent telemetry since `since` (found through
+# telemetry_message's received_at index; then one index probe per device and metric).
+LIVE_VITALS = """
+SELECT x.resident_id, m.metric, x.value, x.measured_at, d.device_id
+FROM (SELECT DISTINCT device_id FROM telemetry_message WHERE received_at > %(since)s) d
+CROSS JOIN unnest(%(metrics)s::text[]) AS m(metric)
+CROSS JOIN LATERAL (
+    SELECT r.resident_id, r.value, r.measured_at FROM reading r
+    WHERE r.device_id = d.device_id AND r.metric = m.metric
+      AND r.measured_at > now() - INTERVAL '7 days'
+    ORDER BY r.measured_at DESC LIMIT 1
+) x
+"""
+
+# Stream tickets (migration 0008): single use, so redeeming one deletes it.
+INSERT_STREAM_TICKET = """
+INSERT INTO stream_ticket (ticket_hash, token_id, principal, expires_at)
+VALUES (%s, %s, %s, now() + %s * INTERVAL '1 second') RETURNING expires_at
+"""
+PURGE_STREAM_TICKETS = "DELETE FROM stream_ticket WHERE expires_at < now()"
+REDEEM_STREAM_TICKET = """
+DELETE FROM stream_ticket WHERE ticket_hash = %s RETURNING principal, expires_at > now()
+"""
+
+# An open stream re-checks its caller's token at every heartbeat: still there, not revoked, its
+# account active, not expired.
+TOKEN_STILL_VALID = """
+SELECT t.expires_at FROM api_token t
+LEFT JOIN app_user u ON u.id = t.user_id
+LEFT JOIN platform_client p ON p.id = t.client_id
+WHERE t.id = %s AND t.revoked_at IS NULL AND (u.active OR p.id IS NOT NULL)
+"""
+
+VISIBLE_RESIDENT_IDS = f"SELECT r.id FROM resident r WHERE {_SEE_R}"

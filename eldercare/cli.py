@@ -98,10 +98,17 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.logs import uvicorn_log_config
 
     cfg = context.settings()
     uvicorn.run(
-        create_app(cfg), host=host or cfg.http_host, port=port or cfg.http_port, log_level="info"
+        create_app(cfg),
+        host=host or cfg.http_host,
+        port=port or cfg.http_port,
+        log_level="info",
+        log_config=uvicorn_log_config(),  # no tickets or tokens from URLs in the access log
+        # Live streams never end by themselves: on shutdown, wait this long for them, then close.
+        timeout_graceful_shutdown=5,
     )
 
 

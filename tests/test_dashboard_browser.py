@@ -1,6 +1,7 @@
 """The dashboard in real headless Chromium (Debian's, driven by Playwright): a doctor logs in, the
 simulator's SOS episode goes through the real broker, ingest and alert engine, the alert appears live
-without a reload, the doctor acknowledges it, and the SOS button hears that help is coming.
+without a reload, the doctor acknowledges it, and the SOS button hears that help is coming. Then the
+resident page shows a new measurement live, and a comment lands in the alert's timeline.
 Screenshots are kept in test-artifacts/ for people to look at."""
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def engine(settings):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="make test installs Debian's chromium")
 @pytest.mark.timeout(180)
 def test_doctor_sees_an_sos_live_and_acknowledges_it(
-    register, ingestor, engine, api_server, circle, conn, endpoint
+    register, ingestor, engine, api_server, circle, conn, endpoint, tmp_path
 ):
     ARTIFACTS.mkdir(exist_ok=True)
     username, password = f"doctor-{uuid.uuid4().hex[:6]}", "browser-test-pw"
@@ -130,8 +131,32 @@ def test_doctor_sees_an_sos_live_and_acknowledges_it(
                 lambda m: any(orjson.loads(p).get("status") == "help_coming" for _, p in m),
                 timeout=20,
             )
-            expect(row.first).to_contain_text(username, timeout=10_000)
+            # Who is handling it, by the name people know (the doctor's), not the login's id.
+            expect(row.first.locator(".handler")).to_contain_text("张医生", timeout=10_000)
             page.screenshot(path=str(ARTIFACTS / "3-acknowledged.png"), full_page=True)
+
+            # The resident page: a new measurement arrives live (event: vitals), no reload.
+            wristband = register("wristband", resident_id=circle["resident"])
+            row.first.locator(".resident-link").click()
+            expect(page.locator("#resident-name")).to_have_text("王秀英", timeout=10_000)
+            wristband.telemetry({"heart_rate": 84})
+            heart_rate = page.locator('#latest-table tr[data-metric="heart_rate"]')
+            expect(heart_rate).to_contain_text("84", timeout=20_000)
+            page.screenshot(path=str(ARTIFACTS / "4-vitals-live.png"), full_page=True)
+
+            # A comment in the alert's timeline.
+            item = page.locator(".history-item", has_text="SOS").first
+            item.locator("summary").click()
+            item.locator(".comment-note").fill("已电话联系家属，正在赶去")
+            item.locator(".btn-comment").click()
+            expect(item.locator(".timeline .comment")).to_contain_text(
+                "已电话联系家属", timeout=10_000
+            )
+            expect(item.locator(".timeline li").last).to_contain_text("张医生")
+            page.screenshot(path=str(ARTIFACTS / "5-comment.png"), full_page=True)
+            session_token = page.evaluate(
+                "JSON.parse(sessionStorage.getItem('eldercare.session')).token"
+            )
         finally:
             browser.close()
             acks.close()
@@ -141,5 +166,8 @@ def test_doctor_sees_an_sos_live_and_acknowledges_it(
             "SELECT action FROM audit_log WHERE actor LIKE %s", (f"user:%:{username}",)
         )
     }
-    assert {"read.alerts", "read.stream", "alert.acknowledge"} <= actions
+    assert {"read.alerts", "read.stream", "alert.acknowledge", "alert.comment"} <= actions
+    # The page opened its stream with a single-use ticket: no session token in the access log.
+    log = (tmp_path / "api.log").read_text()
+    assert "/api/v1/stream?ticket=[redacted]" in log and session_token not in log
     assert os.path.getsize(ARTIFACTS / "2-sos-arrived-live.png") > 10_000

@@ -6,14 +6,13 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from psycopg.rows import dict_row
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
-from alerts import queries as alert_queries
 from alerts import service
 from alerts.service import AlertError
-from api import queries
+from api import cursor, queries
 from api.access import Principal, audit
 from api.deps import Caller, Conn, IdPath, IdQuery, client_address
 
@@ -33,12 +32,16 @@ class AlertSummary(BaseModel):
     last_seen_at: datetime
     occurrences: int
     acknowledged_by: str | None
+    acknowledged_by_name: str | None = Field(
+        default=None, description="who is handling it, by the name people know them by"
+    )
     acknowledged_at: datetime | None
 
 
 class Transition(BaseModel):
     at: datetime
     actor: str
+    actor_name: str
     action: str
     to_state: str
     severity: str
@@ -55,9 +58,15 @@ class AlertDetail(BaseModel):
     detail: dict[str, Any]
     opened_at: datetime
     acknowledged_by: str | None
+    acknowledged_by_name: str | None
     resolved_by: str | None
+    resolved_by_name: str | None
     resolution_note: str | None
     timeline: list[Transition]
+
+
+# Notes are stripped first: a note of only spaces says nothing, and is refused as invalid (422).
+NoteText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
 class Note(BaseModel):
@@ -65,36 +74,74 @@ class Note(BaseModel):
 
 
 class ResolveBody(BaseModel):
-    note: str = Field(min_length=1, max_length=2000, description="what was done")
+    note: NoteText = Field(description="what was done")
+
+
+class CommentBody(BaseModel):
+    note: NoteText = Field(description="e.g. 'called the daughter, she is on her way'")
 
 
 class SnoozeBody(BaseModel):
     minutes: int = Field(ge=1, le=24 * 60)
 
 
-@router.get("", response_model=list[AlertSummary], responses={401: {}})
+NEXT_CURSOR = "X-Next-Cursor"
+
+
+@router.get(
+    "",
+    response_model=list[AlertSummary],
+    responses={
+        200: {
+            "headers": {
+                NEXT_CURSOR: {
+                    "description": "pass as ?cursor= for the next page; absent on the last",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        401: {},
+    },
+)
 def list_alerts(
     caller: Caller,
     conn: Conn,
     request: Request,
+    response: Response,
     state: Literal["unresolved", "pending", "open", "acknowledged", "resolved"]
     | None = "unresolved",
     severity: Literal["info", "warning", "critical"] | None = None,
     resident_id: IdQuery = None,
-    since: datetime | None = None,
+    since: Annotated[datetime | None, Query(description="opened at or after")] = None,
+    until: Annotated[datetime | None, Query(description="opened before")] = None,
+    cursor_: Annotated[
+        str | None,
+        Query(
+            alias="cursor", pattern=cursor.ALERTS, description=f"the previous page's {NEXT_CURSOR}"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
-    """Critical first, then newest."""
+    """Critical first, then newest; a page at a time (the next page's cursor is in the
+    X-Next-Cursor header)."""
     params = {
         **caller.visibility(),
         "state": state,
         "severity": severity,
         "resident_id": resident_id,
         "since": since,
-        "limit": limit,
+        "until": until,
+        "limit": limit + 1,  # one more tells whether there is a next page
+        **_position(cursor_),
     }
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(queries.LIST_ALERTS, params).fetchall()
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        response.headers[NEXT_CURSOR] = cursor.alerts_cursor(
+            last["rank"], last["opened_at"], last["id"]
+        )
     audit(
         conn,
         caller,
@@ -105,6 +152,13 @@ def list_alerts(
         detail={"count": len(rows)},
     )
     return rows
+
+
+def _position(token: str | None) -> dict[str, Any]:
+    if token is None:
+        return {"c_rank": None, "c_opened": None, "c_id": None}
+    key = cursor.parse_alerts(token)
+    return {"c_rank": key.rank, "c_opened": key.opened_at, "c_id": key.id}
 
 
 def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int:
@@ -122,10 +176,9 @@ def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) ->
     """One alert with its timeline."""
     resident_id = _resident_of(conn, caller, alert_id)
     alert = asdict(service.get_alert(conn, alert_id))
-    keys = ("at", "actor", "action", "from_state", "to_state", "severity", "note")
-    alert["timeline"] = [
-        dict(zip(keys, t, strict=True)) for t in conn.execute(alert_queries.TIMELINE, (alert_id,))
-    ]
+    with conn.cursor(row_factory=dict_row) as cur:
+        alert.update(cur.execute(queries.ALERT_HANDLERS, (alert_id,)).fetchone() or {})
+        alert["timeline"] = cur.execute(queries.ALERT_TIMELINE, (alert_id,)).fetchall()
     audit(
         conn,
         caller,
@@ -138,10 +191,22 @@ def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) ->
 
 
 def _act(
-    conn: Conn, caller: Principal, request: Request, alert_id: int, action: str, **kwargs: Any
+    conn: Conn,
+    caller: Principal,
+    request: Request,
+    alert_id: int,
+    action: str,
+    *,
+    refusal: str | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
+    """Run one life-cycle action for a caller allowed to act on this alert; always audited.
+
+    Out of scope is 404 before anything else; `refusal` (or a read-only credential) is 403."""
     resident_id = _resident_of(conn, caller, alert_id)
     if not caller.can_write:
+        refusal = "this credential may read but not act on alerts"
+    if refusal:
         audit(
             conn,
             caller,
@@ -151,7 +216,7 @@ def _act(
             resident_id=resident_id,
             outcome="refused",
         )
-        raise HTTPException(403, "this credential may read but not act on alerts")
+        raise HTTPException(403, refusal)
     try:
         alert = getattr(service, action)(conn, alert_id, now=datetime.now(UTC), **kwargs)
     except AlertError as exc:
@@ -164,12 +229,15 @@ def _act(
         address=client_address(request),
         resident_id=resident_id,
     )
-    return _summary(alert)
+    return _summary(conn, alert)
 
 
-def _summary(alert: Any) -> dict[str, Any]:
+def _summary(conn: Conn, alert: Any) -> dict[str, Any]:
     fields = AlertSummary.model_fields
-    return {k: v for k, v in asdict(alert).items() if k in fields}
+    out = {k: v for k, v in asdict(alert).items() if k in fields}
+    row = conn.execute(queries.ALERT_HANDLERS, (alert.id,)).fetchone()
+    out["acknowledged_by_name"] = row[0] if row else None
+    return out
 
 
 @router.post(
@@ -190,11 +258,24 @@ def acknowledge(
 def snooze(
     alert_id: IdPath, body: SnoozeBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
-    """Pause my reminders for this alert (refused for critical alerts)."""
-    if caller.doctor_id is None:
-        raise HTTPException(409, "only a doctor's account can snooze (reminders are per doctor)")
+    """Pause my reminders for this alert (refused for critical alerts, and for callers who are not
+    a doctor: reminders are per doctor)."""
     until = datetime.now(UTC) + timedelta(minutes=body.minutes)
-    return _act(conn, caller, request, alert_id, "snooze", doctor_id=caller.doctor_id, until=until)
+    refusal = (
+        "only a doctor's account can snooze (reminders are per doctor); acknowledge it instead"
+        if caller.doctor_id is None
+        else None
+    )
+    return _act(
+        conn,
+        caller,
+        request,
+        alert_id,
+        "snooze",
+        refusal=refusal,
+        doctor_id=caller.doctor_id,
+        until=until,
+    )
 
 
 @router.post(
@@ -207,3 +288,15 @@ def resolve(
 ) -> dict[str, Any]:
     """Close the alert, saying what was done."""
     return _act(conn, caller, request, alert_id, "resolve", actor=caller.actor, note=body.note)
+
+
+@router.post(
+    "/{alert_id}/comment",
+    response_model=AlertSummary,
+    responses={401: {}, 403: {}, 404: {}, 409: {}},
+)
+def comment(
+    alert_id: IdPath, body: CommentBody, caller: Caller, conn: Conn, request: Request
+) -> dict[str, Any]:
+    """Add a note to the alert's timeline (what was tried, who was called); the state stays."""
+    return _act(conn, caller, request, alert_id, "comment", actor=caller.actor, note=body.note)

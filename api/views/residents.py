@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg import sql
 from psycopg.rows import dict_row
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from api import queries
+from api import cursor, queries
 from api.access import audit
 from api.deps import Caller, Conn, IdPath, client_address
 from ingest.metrics import METRICS
@@ -62,7 +62,9 @@ class ReadingPage(BaseModel):
     resident_id: int
     bucket: str
     readings: list[Reading]
-    next_after: datetime | None  # pass as ?after= for the next page
+    next: str | None = Field(
+        description="pass as ?cursor= (with the same query) for the next page; null on the last"
+    )
 
 
 class Latest(BaseModel):
@@ -140,20 +142,26 @@ def readings(
     since: Annotated[datetime | None, Query(description="default: 24 h ago")] = None,
     until: Annotated[datetime | None, Query(description="default: now")] = None,
     bucket: Literal["raw", "minute", "hour", "day"] = "raw",
-    after: Annotated[datetime | None, Query(description="the previous page's next_after")] = None,
+    cursor_: Annotated[
+        str | None,
+        Query(alias="cursor", pattern=cursor.READINGS, description="the previous page's next"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 2_000,
 ) -> ReadingPage:
     """Readings by time range, raw or bucketed in the database (continuous aggregates on
-    TimescaleDB, the same views on PostgreSQL), a page at a time."""
+    TimescaleDB, the same views on PostgreSQL), oldest first, a page at a time."""
+    position = _position(cursor_)
     _visible(conn, caller, resident_id)
     now = datetime.now(UTC)
+    since_at = _aware(since) if since else now - timedelta(hours=24)
     params = {
         "resident_id": resident_id,
         "metric": metric.value if metric else None,
-        "after": after,
-        "limit": limit,
-        "since": _aware(since) if since else now - timedelta(hours=24),
+        "limit": limit + 1,  # one more tells whether there is a next page
+        # The cursor's time as the lower bound too, so the index range starts there.
+        "since": max(since_at, position["c_at"]) if position["c_at"] else since_at,
         "until": _aware(until) if until else now,
+        **position,
     }
     if bucket == "raw":
         statement: sql.SQL | sql.Composed = sql.SQL(queries.RAW_READINGS)
@@ -163,6 +171,8 @@ def readings(
         )
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(statement, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
     audit(
         conn,
         caller,
@@ -176,8 +186,20 @@ def readings(
         resident_id=resident_id,
         bucket=bucket,
         readings=[Reading(**r) for r in rows],
-        next_after=rows[-1]["at"] if len(rows) == limit else None,
+        next=_next(rows[-1]) if more else None,
     )
+
+
+def _position(token: str | None) -> dict[str, Any]:
+    """The keyset position a `next` cursor stands for (all None for the first page)."""
+    if token is None:
+        return {"c_at": None, "c_metric": None, "c_device": None}
+    key = cursor.parse_readings(token)
+    return {"c_at": key.at, "c_metric": key.metric, "c_device": key.device_id}
+
+
+def _next(last: dict[str, Any]) -> str:
+    return cursor.readings_cursor(last["at"], last["metric"], last.get("device_id"))
 
 
 @router.get("/{resident_id}/latest", response_model=list[Latest], responses={401: {}, 404: {}})

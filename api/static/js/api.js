@@ -46,6 +46,18 @@ export function setSession({ token, expires_at, role }) {
 
 export function clearSession() {
   sessionStorage.removeItem(SESSION_KEY);
+  me = null;
+}
+
+let me = null;
+
+/** GET /auth/me once per session (who I am: name, role, doctor_id), shared by every view. */
+export function whoami() {
+  me ??= api('/api/v1/auth/me').catch((err) => {
+    me = null; // try again next time
+    throw err;
+  });
+  return me;
 }
 
 /** The server's {detail} as one readable line (FastAPI's 422 sends a list of field errors). */

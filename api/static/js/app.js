@@ -1,7 +1,7 @@
 // The router and the session: hash routes (#/login, #/queue, #/residents/{id}, #/overview), the
 // header (live indicator, language, sound, logout) and the app-wide critical-alert alarm.
 
-import { api, clearSession, getSession, setUnauthorizedHandler } from './api.js';
+import { api, clearSession, getSession, setUnauthorizedHandler, whoami } from './api.js';
 import {
   audioBlocked,
   playCriticalAlarm,
@@ -75,9 +75,9 @@ function startSession(session) {
   sessionStarted = true;
   document.getElementById('main-nav').hidden = false;
   document.getElementById('logout').hidden = false;
-  startLive(session.token);
+  startLive();
   criticalSeed = seedCriticals();
-  api('/api/v1/auth/me')
+  whoami()
     .then((me) => {
       document.getElementById('user-name').textContent = me.name;
     })

@@ -147,10 +147,10 @@ function chartWidth(list) {
   return Math.max(280, list.clientWidth - 2);
 }
 
-/** All readings of one metric in the window, following next_after page by page. */
+/** All readings of one metric in the window, following the `next` cursor page by page. */
 async function fetchSeries(residentId, metric, since, until, bucket, signal) {
   const readings = [];
-  let after = null;
+  let cursor = null;
   while (readings.length < MAX_POINTS) {
     const page = await api(`/api/v1/residents/${residentId}/readings`, {
       query: {
@@ -159,13 +159,13 @@ async function fetchSeries(residentId, metric, since, until, bucket, signal) {
         since: since.toISOString(),
         until: until.toISOString(),
         limit: PAGE,
-        after,
+        cursor,
       },
       signal,
     });
     readings.push(...page.readings);
-    if (!page.next_after) return { readings, truncated: false };
-    after = page.next_after;
+    if (!page.next) return { readings, truncated: false };
+    cursor = page.next;
   }
   return { readings, truncated: true };
 }

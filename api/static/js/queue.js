@@ -1,7 +1,7 @@
 // #/queue: the live alert queue. Critical first (the API's order), one-click acknowledge / snooze /
 // resolve, and a re-fetch of the whole list on every alert event (simple, and never out of step).
 
-import { api } from './api.js';
+import { api, whoami } from './api.js';
 import { ago, badge, h, toast } from './dom.js';
 import { label } from './format.js';
 import { t } from './i18n.js';
@@ -24,6 +24,7 @@ export function render(container, { signal }) {
   const body = h('tbody', { id: 'queue-body' });
   let previousIds = null;
   let alertsById = new Map();
+  let canSnooze = false;
 
   // A labelled <select> bound to one of the filters.
   const select = (key, values, text) =>
@@ -77,13 +78,18 @@ export function render(container, { signal }) {
 
   async function load() {
     try {
-      const rows = await api('/api/v1/alerts', {
-        query: { state: filters.state, severity: filters.severity, limit: 500 },
-        signal,
-      });
+      const [rows, me] = await Promise.all([
+        api('/api/v1/alerts', {
+          query: { state: filters.state, severity: filters.severity, limit: 500 },
+          signal,
+        }),
+        whoami().catch(() => ({})),
+      ]);
       await fillMissingNames(rows, signal);
       error.hidden = true;
       alertsById = new Map(rows.map((a) => [a.id, a]));
+      // Reminders are per doctor: only a doctor's login can snooze (the API says 403 to others).
+      canSnooze = me.doctor_id != null;
       draw(rows);
     } catch (err) {
       if (err.name === 'AbortError' || err.status === 401) return;
@@ -97,7 +103,7 @@ export function render(container, { signal }) {
     // does not throw the doctor out of the row they were about to act on.
     const focusedId = body.contains(document.activeElement) ? document.activeElement.id : null;
     body.replaceChildren(
-      ...rows.map((a) => row(a, previousIds !== null && !previousIds.has(a.id))),
+      ...rows.map((a) => row(a, previousIds !== null && !previousIds.has(a.id), canSnooze)),
     );
     previousIds = new Set(rows.map((a) => a.id));
     if (focusedId) document.getElementById(focusedId)?.focus();
@@ -122,7 +128,7 @@ export function render(container, { signal }) {
   refresh();
 }
 
-function row(alert, isNew) {
+function row(alert, isNew, canSnooze) {
   const critical = alert.severity === 'critical';
   const resolved = alert.state === 'resolved';
   const canAck = alert.state === 'open' || alert.state === 'pending';
@@ -158,12 +164,20 @@ function row(alert, isNew) {
     ),
     h('td', { class: 'age' }, ago(alert.opened_at)),
     h('td', { class: 'state' }, label('state', alert.state)),
-    // "Who else is handling it": the person who acknowledged, and when.
+    // "Who else is handling it": the person who acknowledged (by name), and when.
     h(
       'td',
       { class: 'handler' },
       alert.acknowledged_by
-        ? [h('span', { class: 'ack-by' }, alert.acknowledged_by), ' ', ago(alert.acknowledged_at)]
+        ? [
+            h(
+              'span',
+              { class: 'ack-by', title: alert.acknowledged_by },
+              alert.acknowledged_by_name ?? alert.acknowledged_by,
+            ),
+            ' ',
+            ago(alert.acknowledged_at),
+          ]
         : t('handler.none'),
     ),
     h(
@@ -183,19 +197,22 @@ function row(alert, isNew) {
               },
               t('btn.ack'),
             ),
-            // Critical alerts cannot be snoozed (the API answers 409); say so instead of offering it.
-            h(
-              'button',
-              {
-                type: 'button',
-                class: 'btn-snooze',
-                id: `snooze-${alert.id}`,
-                'data-action': 'snooze',
-                disabled: critical,
-                title: critical ? t('snooze.critical') : null,
-              },
-              t('btn.snooze'),
-            ),
+            // Critical alerts cannot be snoozed (the API answers 409): say so instead of offering it.
+            // Logins that are not a doctor's cannot snooze at all (403): no button.
+            canSnooze
+              ? h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'btn-snooze',
+                    id: `snooze-${alert.id}`,
+                    'data-action': 'snooze',
+                    disabled: critical,
+                    title: critical ? t('snooze.critical') : null,
+                  },
+                  t('btn.snooze'),
+                )
+              : null,
             h(
               'button',
               {

@@ -72,17 +72,24 @@ export function render(container, { signal, params: [id] }) {
       } else fail(devices.body)(err);
     });
 
-  const loadVitals = () =>
-    Promise.all([
-      get('/latest')
-        .then(async (rows) =>
-          latest.body.replaceChildren(latestTable(rows, await thresholds.catch(() => ({})))),
-        )
-        .catch(fail(latest.body)),
-      get('/news2')
-        .then((n) => news2.body.replaceChildren(news2Card(n)))
-        .catch(fail(news2.body)),
-    ]);
+  const drafts = new Map(); // alert id → comment not yet sent
+
+  // The latest value per metric: loaded once, then kept current by the stream's vitals events.
+  let latestRows = [];
+  const drawLatest = async () =>
+    latest.body.replaceChildren(latestTable(latestRows, await thresholds.catch(() => ({}))));
+  const loadLatest = () =>
+    get('/latest')
+      .then((rows) => {
+        latestRows = rows;
+        return drawLatest();
+      })
+      .catch(fail(latest.body));
+  const loadNews2 = () =>
+    get('/news2')
+      .then((n) => news2.body.replaceChildren(news2Card(n)))
+      .catch(fail(news2.body));
+  const loadVitals = () => Promise.all([loadLatest(), loadNews2()]);
 
   const loadHistory = () =>
     // The API has no "all states" filter: open ones and resolved ones, merged newest first.
@@ -98,12 +105,18 @@ export function render(container, { signal, params: [id] }) {
     ])
       .then(([open, resolved]) => {
         const rows = [...open, ...resolved].sort((a, b) => b.opened_at.localeCompare(a.opened_at));
-        history.body.replaceChildren(historyList(rows, signal));
+        // A live update re-draws the list: entries the doctor had open stay open (and a comment
+        // being typed stays, in `drafts`).
+        const expanded = new Set(
+          [...history.body.querySelectorAll('details[open]')].map((d) => d.dataset.alertId),
+        );
+        history.body.replaceChildren(historyList(rows, signal, expanded, drafts));
       })
       .catch(fail(history.body));
 
   renderCharts(charts.body, { residentId, thresholds, signal });
   const refreshVitals = refresher(loadVitals);
+  const refreshNews2 = refresher(loadNews2);
   const refreshHistory = refresher(loadHistory);
   refreshVitals();
   refreshHistory();
@@ -118,7 +131,29 @@ export function render(container, { signal, params: [id] }) {
     },
     { signal },
   );
+  // New measurements arrive on the stream: update the table in place, and re-score NEWS2.
+  liveEvents.addEventListener(
+    'vitals',
+    (e) => {
+      if (e.detail?.resident_id !== residentId) return;
+      latestRows = mergeLatest(latestRows, e.detail.values ?? []);
+      drawLatest();
+      refreshNews2();
+    },
+    { signal },
+  );
   liveEvents.addEventListener('reconnected', refreshHistory, { signal });
+  liveEvents.addEventListener('reconnected', refreshVitals, { signal });
+}
+
+/** The latest rows with newer values from a vitals event (one row per metric). */
+function mergeLatest(rows, values) {
+  const byMetric = new Map(rows.map((r) => [r.metric, r]));
+  for (const v of values) {
+    const known = byMetric.get(v.metric);
+    if (!known || new Date(v.measured_at) >= new Date(known.measured_at)) byMetric.set(v.metric, v);
+  }
+  return [...byMetric.values()];
 }
 
 function fillIdentity(dl, r) {
@@ -276,7 +311,7 @@ function news2Card(n) {
   return card;
 }
 
-function historyList(rows, signal) {
+function historyList(rows, signal, expanded, drafts) {
   if (!rows.length) return h('p', { class: 'muted' }, t('alerts.none'));
   return h(
     'ul',
@@ -295,7 +330,9 @@ function historyList(rows, signal) {
           h('span', { class: 'state' }, label('state', a.state)),
           ' · ',
           h('time', { datetime: a.opened_at }, formatDateTime(a.opened_at)),
-          a.acknowledged_by ? [' · ', t('col.handler'), t('colon'), a.acknowledged_by] : null,
+          a.acknowledged_by
+            ? [' · ', t('col.handler'), t('colon'), a.acknowledged_by_name ?? a.acknowledged_by]
+            : null,
         ),
       );
       // The timeline is fetched only when the doctor opens an entry.
@@ -304,13 +341,24 @@ function historyList(rows, signal) {
         details.dataset.loaded = '1';
         const body = h('div', { class: 'history-detail' }, t('loading'));
         details.append(body);
-        api(`/api/v1/alerts/${a.id}`, { signal })
-          .then((detail) => body.replaceChildren(...alertDetail(detail)))
-          .catch((err) => body.replaceChildren(h('p', { class: 'form-error' }, err.detail ?? '')));
+        const load = () =>
+          api(`/api/v1/alerts/${a.id}`, { signal })
+            .then((detail) =>
+              body.replaceChildren(...alertDetail(detail), commentForm(a, load, drafts)),
+            )
+            .catch((err) =>
+              body.replaceChildren(h('p', { class: 'form-error' }, err.detail ?? '')),
+            );
+        load();
       });
+      if (expanded.has(String(a.id))) details.open = true; // fires 'toggle', which loads it again
       return h('li', {}, details);
     }),
   );
+}
+
+function actorName(name) {
+  return name === 'system' ? t('actor.system') : name;
 }
 
 function alertDetail(d) {
@@ -321,7 +369,7 @@ function alertDetail(d) {
         'p',
         {},
         h('strong', {}, t('alert.resolved_by') + t('colon')),
-        d.resolved_by ?? '—',
+        actorName(d.resolved_by_name ?? d.resolved_by ?? '—'),
         d.resolution_note
           ? [' — ', h('strong', {}, t('alert.resolution') + t('colon')), d.resolution_note]
           : null,
@@ -336,15 +384,73 @@ function alertDetail(d) {
       (d.timeline ?? []).map((step) =>
         h(
           'li',
-          {},
+          { class: `step-${step.action}`, dataset: { action: step.action } },
           h('time', { datetime: step.at }, formatDateTime(step.at)),
           ' ',
           h('strong', {}, label('action', step.action)),
-          ` · ${step.actor} → ${label('state', step.to_state)}`,
-          step.note ? ` · ${step.note}` : '',
+          ' · ',
+          h(
+            'span',
+            { class: 'actor', title: step.actor },
+            actorName(step.actor_name ?? step.actor),
+          ),
+          step.action === 'commented' ? null : ` → ${label('state', step.to_state)}`,
+          step.note
+            ? [
+                ' · ',
+                h('span', { class: step.action === 'commented' ? 'comment' : 'note' }, step.note),
+              ]
+            : '',
         ),
       ),
     ),
   );
   return out;
+}
+
+/** A note for the timeline (who was called, what was tried); the alert's state does not change. */
+function commentForm(alert, reload, drafts) {
+  const id = `comment-${alert.id}`;
+  const note = h('textarea', {
+    id,
+    class: 'comment-note',
+    rows: 2,
+    maxlength: 2000,
+    oninput: (event) => drafts.set(alert.id, event.target.value),
+  });
+  note.value = drafts.get(alert.id) ?? '';
+  note.placeholder = t('comment.placeholder');
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'btn-comment' }, t('btn.comment'));
+  return h(
+    'form',
+    {
+      class: 'comment-form',
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const text = note.value.trim();
+        if (!text) {
+          error.textContent = t('comment.required');
+          error.hidden = false;
+          note.focus();
+          return;
+        }
+        submit.disabled = true;
+        try {
+          await api(`/api/v1/alerts/${alert.id}/comment`, { method: 'POST', body: { note: text } });
+          drafts.delete(alert.id);
+          await reload();
+        } catch (err) {
+          // the note stays in the box, so nothing typed is lost
+          error.textContent = err.detail;
+          error.hidden = false;
+          submit.disabled = false;
+        }
+      },
+    },
+    h('label', { for: id }, t('comment.label')),
+    note,
+    error,
+    submit,
+  );
 }
