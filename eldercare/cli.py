@@ -98,10 +98,15 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.cli import uvicorn_options
 
     cfg = context.settings()
     uvicorn.run(
-        create_app(cfg), host=host or cfg.http_host, port=port or cfg.http_port, log_level="info"
+        create_app(cfg),
+        host=host or cfg.http_host,
+        port=port or cfg.http_port,
+        log_level="info",
+        **uvicorn_options(cfg),
     )
 
 
