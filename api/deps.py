@@ -98,3 +98,5 @@ def client_address(request: Request) -> str | None:
 MAX_ID = 2**53 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+# Free text that PostgreSQL can store: no NUL characters (the schema says so, so fuzzers know).
+NO_NUL = r"^[^\x00]*$"

@@ -29,9 +29,13 @@ def _check_scopes(scopes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(s for s in PLATFORM_SCOPES if s in scopes)  # canonical order, no duplicates
 
 
-def _check_expiry(expires_at: datetime | None) -> None:
-    if expires_at is not None and expires_at <= datetime.now(UTC):
-        raise AccessError(422, "the expiry must lie in the future")
+def _check_expiry(expires_at: datetime | None) -> datetime | None:
+    if expires_at is None:
+        return None
+    aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+    if aware <= datetime.now(UTC):
+        raise AccessError(409, "the expiry must lie in the future")
+    return aware
 
 
 def add(
@@ -44,7 +48,7 @@ def add(
 ) -> tuple[int, str]:
     """A platform client and its read-only API key, which is returned here only."""
     scopes = _check_scopes(scopes)
-    _check_expiry(expires_at)
+    expires_at = _check_expiry(expires_at)
     wanted = sorted(set(institution_ids))
     row = conn.execute(queries.EXISTING_INSTITUTIONS, (wanted,)).fetchone()
     missing = sorted(set(wanted) - set(row[0] or [])) if row else wanted
@@ -100,7 +104,7 @@ def rotate(
         keys = platform["keys"] or []
         scopes = tuple(keys[0]["scopes"]) if keys else PLATFORM_SCOPES
     scopes = _check_scopes(scopes)
-    _check_expiry(expires_at)
+    expires_at = _check_expiry(expires_at)
     with conn.transaction():
         conn.execute(queries.REVOKE_PLATFORM_TOKENS, (platform_id,))
         key, _ = new_token(

@@ -44,7 +44,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 # An institution's administrators see what their people did, and what anyone did with their
 # residents (the residents of a list: only theirs are shown). Newest first; page with before_id.
-_AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s, false)"
+_AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s::bigint[], false)"
 SELECT_AUDIT = f"""
 SELECT a.id, a.at, a.actor, a.action, a.resident_id,
        CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
@@ -53,7 +53,7 @@ SELECT a.id, a.at, a.actor, a.action, a.resident_id,
        a.resource, a.address, a.outcome, a.detail
 FROM audit_log a
 WHERE (%(everyone)s
-       OR a.actor_institutions && %(institutions)s
+       OR a.actor_institutions && %(institutions)s::bigint[]
        OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
        OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
   AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
@@ -107,7 +107,7 @@ WHERE t.token_hash = %s AND t.client_id = %s AND t.kind = 'api_key' AND t.revoke
 """
 
 # Administration, within the caller's scope: everything (system admins) or these institutions.
-_OURS = "(%(everyone)s OR {column} = ANY(%(institutions)s))"
+_OURS = "(%(everyone)s OR {column} = ANY(%(institutions)s::bigint[]))"
 
 LIST_INSTITUTIONS = "SELECT id, name, kind, phone FROM institution ORDER BY id"
 
@@ -128,7 +128,7 @@ SELECT c.id, c.resident_id, r.name AS resident_name, c.doctor_id, d.name AS doct
        c.valid_from, c.valid_to,
        (c.valid_from <= now() AND (c.valid_to IS NULL OR c.valid_to > now())) AS active
 FROM contract c JOIN doctor d ON d.id = c.doctor_id JOIN resident r ON r.id = c.resident_id
-WHERE ({_OURS.format(column="d.institution_id")} OR r.institution_id = ANY(%(institutions)s))
+WHERE ({_OURS.format(column="d.institution_id")} OR r.institution_id = ANY(%(institutions)s::bigint[]))
   AND (%(contract_id)s::bigint IS NULL OR c.id = %(contract_id)s)
   AND (%(resident_id)s::bigint IS NULL OR c.resident_id = %(resident_id)s)
   AND (%(doctor_id)s::bigint IS NULL OR c.doctor_id = %(doctor_id)s)

@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from api import queries
 from api.access import Principal, audit
-from api.deps import MAX_ID, Caller, Conn, IdPath, IdQuery, client_address
+from api.deps import MAX_ID, NO_NUL, Caller, Conn, IdPath, IdQuery, client_address
 from api.views import admin_devices, admin_platforms
 from api.views.guards import NOT_YOURS, require_admin, require_institution, scope, see_resident
 from care import service as care
@@ -29,7 +30,7 @@ from devices.service import EmergencyContact, RegistryError
 router = APIRouter(prefix="/api/v1", tags=["administration"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
-Phone = Annotated[str, Field(min_length=1, max_length=40)]
+Phone = Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)]
 
 
 def _refused(exc: Exception) -> HTTPException:
@@ -44,7 +45,7 @@ def _audit(conn: Conn, caller: Principal, request: Request, action: str, **kwarg
 
 
 class NewInstitution(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     kind: Literal[
         "community_health_centre",
         "township_hospital",
@@ -53,7 +54,7 @@ class NewInstitution(BaseModel):
         "partner_hospital",
         "duty_desk",
     ]
-    phone: str | None = Field(default=None, max_length=40)
+    phone: str | None = Field(default=None, max_length=40, pattern=NO_NUL)
 
 
 class Institution(BaseModel):
@@ -98,11 +99,11 @@ def add_institution(
 
 
 class NewDoctor(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     institution_id: int = Field(ge=1, le=MAX_ID)
-    team: str | None = Field(default=None, max_length=100)
-    phone: str | None = Field(default=None, max_length=40)
-    email: str | None = Field(default=None, max_length=200)
+    team: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
+    phone: str | None = Field(default=None, max_length=40, pattern=NO_NUL)
+    email: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 class Doctor(BaseModel):
@@ -330,9 +331,9 @@ def end_contract(
 
 
 class Contact(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     phone: Phone
-    relation: str | None = Field(default=None, max_length=40)
+    relation: str | None = Field(default=None, max_length=40, pattern=NO_NUL)
 
 
 class ListedContact(Contact):
@@ -340,31 +341,36 @@ class ListedContact(Contact):
 
 
 class NewResident(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     archive_id: str | None = Field(
         default=None, pattern=r"^[0-9]{17}$", description="健康档案编号, 17 digits"
     )
     birth_date: date | None = None
     gender: Literal["female", "male", "other", "unknown"] | None = None
-    address: str | None = Field(default=None, max_length=300)
+    address: str | None = Field(default=None, max_length=300, pattern=NO_NUL)
     institution_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     spo2_scale: Literal[1, 2] = 1
     emergency_contacts: list[Contact] = Field(default_factory=list, max_length=10)
 
 
 class ResidentChange(BaseModel):
-    """Only the fields sent are changed; `emergency_contacts` replaces the list (in priority order)."""
+    """Only the fields sent are changed; `emergency_contacts` replaces the list (in priority order).
 
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    Name, SpO2 scale and contacts can be changed but not cleared (null is refused)."""
+
+    # SkipJsonSchema: the schema says what is accepted (no null); the default means "not sent".
+    name: (
+        Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)] | SkipJsonSchema[None]
+    ) = None
     archive_id: str | None = Field(default=None, pattern=r"^[0-9]{17}$")
     birth_date: date | None = None
     gender: Literal["female", "male", "other", "unknown"] | None = None
-    address: str | None = Field(default=None, max_length=300)
-    spo2_scale: Literal[1, 2] | None = Field(
+    address: str | None = Field(default=None, max_length=300, pattern=NO_NUL)
+    spo2_scale: Literal[1, 2] | SkipJsonSchema[None] = Field(
         default=None, description="NEWS2 SpO2 scale 2 only for hypercapnic respiratory failure"
     )
     institution_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    emergency_contacts: list[Contact] | None = Field(default=None, max_length=10)
+    emergency_contacts: Annotated[list[Contact], Field(max_length=10)] | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _not_cleared(self) -> Self:

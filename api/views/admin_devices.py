@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from api import queries
 from api.access import Principal, audit
-from api.deps import MAX_ID, Caller, Conn, IdQuery, client_address
+from api.deps import MAX_ID, NO_NUL, Caller, Conn, IdQuery, client_address
 from api.views.guards import NOT_YOURS, require_admin, require_institution, scope, see_resident
 from devices import service as devices
 from devices.models import DEVICE_KINDS
@@ -34,7 +34,7 @@ class NewDevice(BaseModel):
     device_id: str = Field(pattern=DEVICE_ID)
     kind: DeviceKind
     resident_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    model: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(default=None, max_length=100, pattern=NO_NUL)
     institution_id: int | None = Field(
         default=None,
         ge=1,

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from api import queries
 from api.access import audit
-from api.deps import Caller, Conn, IdQuery, client_address
+from api.deps import NO_NUL, Caller, Conn, IdQuery, client_address
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -37,9 +37,15 @@ def audit_log(
     resident_id: Annotated[
         IdQuery, Query(description="entries about this resident, lists that returned them too")
     ] = None,
-    actor: Annotated[str | None, Query(max_length=200, description="e.g. user:3:zhang")] = None,
-    action: Annotated[str | None, Query(max_length=100, description="e.g. read.resident")] = None,
-    outcome: Annotated[str | None, Query(max_length=20, description="ok, refused, failed")] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="e.g. user:3:zhang")
+    ] = None,
+    action: Annotated[
+        str | None, Query(max_length=100, pattern=NO_NUL, description="e.g. read.resident")
+    ] = None,
+    outcome: Annotated[
+        str | None, Query(max_length=20, pattern=NO_NUL, description="ok, refused, failed")
+    ] = None,
     since: Annotated[datetime | None, Query(description="from this moment (inclusive)")] = None,
     until: Annotated[datetime | None, Query(description="before this moment")] = None,
     before_id: Annotated[

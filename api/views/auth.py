@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field
 
 from api import access, platforms, queries
 from api.access import PLATFORM_SCOPES, AccessError
-from api.deps import Caller, Conn, client_address
+from api.deps import NO_NUL, Caller, Conn, client_address
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=100)
+    username: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
     password: str = Field(min_length=1, max_length=200)
 
 
@@ -144,6 +144,8 @@ def token(request: Request, conn: Conn, form: Annotated[dict[str, str], Depends(
         form.get("client_id", ""),
         form.get("client_secret", ""),
     )
+    if "\x00" in client_id + secret + form.get("scope", "") or len(client_id) > 100:
+        return _oauth_error(400, "invalid_request", "malformed client_id, client_secret or scope")
     address = client_address(request) or "?"
     try:
         grant = platforms.client_credentials(
