@@ -32,7 +32,8 @@ ROLES = ("doctor", "duty_desk", "institution_admin", "system_admin")
 # What a platform's key may read; chosen when the key is made (`eldercare platforms add --scope`).
 PLATFORM_SCOPES = ("read:residents", "read:readings", "read:alerts")
 # Which scopes a platform needs for a route (first match wins; no match: platforms may not call it).
-# Path templates as FastAPI knows them, so new routes under a prefix inherit its rule.
+# Matched against path templates (/api/v1/residents/{resident_id}/…, api/deps.py: route_template),
+# so new routes under a prefix inherit its rule.
 _ROUTE_SCOPES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
     (re.compile(pattern), scopes)
     for pattern, scopes in (
