@@ -11,6 +11,7 @@ SELECT count(*) FILTER (WHERE username = %(username)s), count(*) FILTER (WHERE a
 FROM login_failure WHERE at > now() - %(window)s::interval
 """
 RECORD_FAILURE = "INSERT INTO login_failure (username, address) VALUES (%s, %s)"
+PRUNE_FAILURES = "DELETE FROM login_failure WHERE at < now() - %(window)s::interval"
 
 INSERT_TOKEN = """
 INSERT INTO api_token (token_hash, kind, user_id, client_id, scopes, expires_at)
@@ -25,7 +26,7 @@ SELECT t.id, t.kind, t.scopes, t.expires_at,
 FROM api_token t
 LEFT JOIN app_user u ON u.id = t.user_id AND u.active
 LEFT JOIN doctor d ON d.id = u.doctor_id
-LEFT JOIN platform_client p ON p.id = t.client_id
+LEFT JOIN platform_client p ON p.id = t.client_id AND p.disabled_at IS NULL
 WHERE t.token_hash = %s AND t.revoked_at IS NULL
 """
 
@@ -36,16 +37,38 @@ WHERE id = %s AND (last_used_at IS NULL OR last_used_at < now() - INTERVAL '1 mi
 REVOKE_TOKEN = "UPDATE api_token SET revoked_at = now() WHERE id = %s"
 
 INSERT_AUDIT = """
-INSERT INTO audit_log (actor, action, resident_id, resource, address, outcome, detail)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO audit_log
+    (actor, action, resident_id, resident_ids, resource, address, outcome, detail, actor_institutions)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
-SELECT_AUDIT = """
-SELECT id, at, actor, action, resident_id, resource, address, outcome, detail FROM audit_log
-WHERE (%(resident_id)s::bigint IS NULL OR resident_id = %(resident_id)s)
-  AND (%(actor)s::text IS NULL OR actor = %(actor)s)
-ORDER BY id DESC LIMIT %(limit)s
+# An institution's administrators see what their people did, and what anyone did with their
+# residents (the residents of a list: only theirs are shown). Newest first; page with before_id.
+_AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s::bigint[], false)"
+SELECT_AUDIT = f"""
+SELECT a.id, a.at, a.actor, a.action, a.resident_id,
+       CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
+            ELSE ARRAY(SELECT x FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")})
+       END AS resident_ids,
+       a.resource, a.address, a.outcome, a.detail
+FROM audit_log a
+WHERE (%(everyone)s
+       OR a.actor_institutions && %(institutions)s::bigint[]
+       OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
+       OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
+  AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
+       OR a.resident_ids @> ARRAY[%(resident_id)s::bigint])
+  AND (%(actor)s::text IS NULL OR a.actor = %(actor)s)
+  AND (%(action)s::text IS NULL OR a.action = %(action)s)
+  AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
+  AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR a.at < %(until)s)
+  AND (%(before_id)s::bigint IS NULL OR a.id < %(before_id)s)
+ORDER BY a.id DESC LIMIT %(limit)s
 """
+
+# The resident behind an alert, for the audit row of a refused look at it (not shown to the caller).
+ALERT_RESIDENT_ANY = "SELECT resident_id FROM alert WHERE id = %s"
 
 VISIBLE = "may_see_resident({column}, %(doctor_id)s, %(doctor_institution)s, %(institutions)s, %(everyone)s)"
 
@@ -54,6 +77,87 @@ INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id)
 VALUES (%s, %s, %s, %s, %s) RETURNING id
 """
 INSERT_PLATFORM = "INSERT INTO platform_client (name, institution_ids) VALUES (%s, %s) RETURNING id"
+
+EXISTING_INSTITUTIONS = "SELECT array_agg(id) FROM institution WHERE id = ANY(%s)"
+PLATFORM_BY_NAME = "SELECT id FROM platform_client WHERE name = %s"
+
+# Platforms with their API keys, newest key first (the secrets are not stored, only digests).
+LIST_PLATFORMS = """
+SELECT p.id, p.name, p.institution_ids, p.created_at, p.disabled_at,
+       coalesce((SELECT json_agg(json_build_object(
+                    'id', t.id, 'scopes', t.scopes, 'created_at', t.created_at,
+                    'expires_at', t.expires_at, 'revoked_at', t.revoked_at,
+                    'last_used_at', t.last_used_at) ORDER BY t.id DESC)
+                 FROM api_token t WHERE t.client_id = p.id AND t.kind = 'api_key'), '[]') AS keys
+FROM platform_client p
+WHERE (%(platform_id)s::bigint IS NULL OR p.id = %(platform_id)s)
+ORDER BY p.id
+"""
+REVOKE_PLATFORM_TOKENS = (
+    "UPDATE api_token SET revoked_at = now() WHERE client_id = %s AND revoked_at IS NULL"
+)
+DISABLE_PLATFORM = "UPDATE platform_client SET disabled_at = now() WHERE id = %s"
+
+# A platform's live API key, for the OAuth2 client-credentials grant.
+SELECT_CLIENT_KEY = """
+SELECT t.id, t.scopes, t.expires_at, p.id, p.name
+FROM api_token t JOIN platform_client p ON p.id = t.client_id
+WHERE t.token_hash = %s AND t.client_id = %s AND t.kind = 'api_key' AND t.revoked_at IS NULL
+  AND p.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+"""
+
+# Administration, within the caller's scope: everything (system admins) or these institutions.
+_OURS = "(%(everyone)s OR {column} = ANY(%(institutions)s::bigint[]))"
+
+LIST_INSTITUTIONS = "SELECT id, name, kind, phone FROM institution ORDER BY id"
+
+LIST_DOCTORS = f"""
+SELECT id, name, role, institution_id, team, phone, email, active FROM doctor
+WHERE {_OURS.format(column="institution_id")}
+  AND (%(doctor_id)s::bigint IS NULL OR id = %(doctor_id)s)
+  AND (%(institution_id)s::bigint IS NULL OR institution_id = %(institution_id)s)
+  AND (%(role)s::text IS NULL OR role = %(role)s)
+ORDER BY id LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+DOCTOR_INSTITUTION = "SELECT institution_id FROM doctor WHERE id = %s"
+
+# A contract is an institution's business when its doctor works there or its resident lives there.
+LIST_CONTRACTS = f"""
+SELECT c.id, c.resident_id, r.name AS resident_name, c.doctor_id, d.name AS doctor_name,
+       c.valid_from, c.valid_to,
+       (c.valid_from <= now() AND (c.valid_to IS NULL OR c.valid_to > now())) AS active
+FROM contract c JOIN doctor d ON d.id = c.doctor_id JOIN resident r ON r.id = c.resident_id
+WHERE ({_OURS.format(column="d.institution_id")} OR r.institution_id = ANY(%(institutions)s::bigint[]))
+  AND (%(contract_id)s::bigint IS NULL OR c.id = %(contract_id)s)
+  AND (%(resident_id)s::bigint IS NULL OR c.resident_id = %(resident_id)s)
+  AND (%(doctor_id)s::bigint IS NULL OR c.doctor_id = %(doctor_id)s)
+  AND (%(active)s::boolean IS NULL
+       OR %(active)s = (c.valid_from <= now() AND (c.valid_to IS NULL OR c.valid_to > now())))
+ORDER BY c.id LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+LIST_DEVICES = f"""
+SELECT d.device_id, d.kind, d.model, d.status, d.institution_id, b.resident_id, d.online, d.battery,
+       d.firmware, d.last_seen_at, d.created_at, d.retired_at
+FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL
+WHERE {_OURS.format(column="d.institution_id")}
+  AND (%(device_id)s::text IS NULL OR d.device_id = %(device_id)s)
+  AND (%(resident_id)s::bigint IS NULL OR b.resident_id = %(resident_id)s)
+  AND (%(institution_id)s::bigint IS NULL OR d.institution_id = %(institution_id)s)
+  AND (%(status)s::text IS NULL OR d.status = %(status)s)
+ORDER BY d.device_id LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+# Everyone's default policies, and the institution's own.
+LIST_POLICIES = f"""
+SELECT id, institution_id, severity, reminder_every_s, tiers FROM escalation_policy
+WHERE (institution_id IS NULL OR {_OURS.format(column="institution_id")})
+  AND (%(institution_id)s::bigint IS NULL OR institution_id = %(institution_id)s)
+ORDER BY institution_id NULLS FIRST, CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END
+"""
+
+RESIDENT_INSTITUTION = "SELECT institution_id FROM resident WHERE id = %s"
 
 _SEE_R = VISIBLE.format(column="r.id")
 

@@ -258,3 +258,127 @@ def add_webhook(
             (name, url, secret, min_severity),
         )
     return row
+
+
+def end_contract(
+    conn: psycopg.Connection, *, contract_id: int, valid_to: datetime | None = None
+) -> dict[str, Any]:
+    """End a contract at `valid_to` (default now): from then on the doctor no longer sees the
+    resident nor gets their alerts."""
+    with conn.transaction():
+        with conn.cursor(row_factory=dict_row) as cur:
+            contract = cur.execute(
+                "SELECT *, now() AS now FROM contract WHERE id = %s FOR UPDATE", (contract_id,)
+            ).fetchone()
+        if contract is None:
+            raise CareError(f"no contract {contract_id}")
+        now = contract.pop("now")
+        if contract["valid_to"] is not None and contract["valid_to"] <= now:
+            raise CareError(f"contract {contract_id} ended already at {contract['valid_to']}")
+        moment = valid_to or now
+        if moment <= contract["valid_from"]:
+            raise CareError(f"a contract ends after it began ({contract['valid_from']})")
+        return _one(
+            conn,
+            "UPDATE contract SET valid_to = %s WHERE id = %s RETURNING *",
+            (moment, contract_id),
+        )
+
+
+# What an update of a resident may change (contacts are replaced as a whole, see below).
+RESIDENT_FIELDS = (
+    "name",
+    "archive_id",
+    "birth_date",
+    "gender",
+    "address",
+    "spo2_scale",
+    "institution_id",
+)
+
+
+def update_resident(
+    conn: psycopg.Connection,
+    *,
+    resident_id: int,
+    changes: dict[str, Any],
+    contacts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Change some of RESIDENT_FIELDS, and replace the emergency contacts when `contacts` is given
+    (in the order of priority: an escalation calls them in that order)."""
+    from psycopg import sql
+
+    unknown = set(changes) - set(RESIDENT_FIELDS)
+    if unknown:
+        raise CareError(f"cannot change {', '.join(sorted(unknown))}")
+    try:
+        with conn.transaction():
+            _exists(conn, "resident", resident_id, "resident")
+            if changes.get("institution_id") is not None:
+                _exists(conn, "institution", changes["institution_id"], "institution")
+            if changes:
+                conn.execute(
+                    sql.SQL("UPDATE resident SET {} WHERE id = {}").format(
+                        sql.SQL(", ").join(
+                            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k))
+                            for k in changes
+                        ),
+                        sql.Placeholder("resident_id"),
+                    ),
+                    {**changes, "resident_id": resident_id},
+                )
+            if contacts is not None:
+                _replace_contacts(conn, resident_id, contacts)
+    except psycopg.errors.UniqueViolation:
+        raise CareError(
+            f"archive number {changes.get('archive_id')} already belongs to another resident"
+        ) from None
+    except psycopg.errors.CheckViolation as exc:
+        raise CareError(f"invalid resident: {exc.diag.message_primary}") from None
+    return resident_record(conn, resident_id)
+
+
+def _replace_contacts(
+    conn: psycopg.Connection, resident_id: int, contacts: list[dict[str, Any]]
+) -> None:
+    # A contact who stays (same name and phone) keeps its row: an escalation in progress does not
+    # take them for someone new and call them twice.
+    existing = {
+        (name, phone): contact_id
+        for contact_id, name, phone in conn.execute(
+            "SELECT id, name, phone FROM emergency_contact WHERE resident_id = %s", (resident_id,)
+        )
+    }
+    for priority, contact in enumerate(contacts, start=1):
+        values = (contact["name"], contact["phone"], contact.get("relation"), priority)
+        contact_id = existing.pop((contact["name"], contact["phone"]), None)
+        if contact_id is None:
+            conn.execute(
+                "INSERT INTO emergency_contact (resident_id, name, phone, relation, priority) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (resident_id, *values),
+            )
+        else:
+            conn.execute(
+                "UPDATE emergency_contact SET name = %s, phone = %s, relation = %s, priority = %s "
+                "WHERE id = %s",
+                (*values, contact_id),
+            )
+    conn.execute("DELETE FROM emergency_contact WHERE id = ANY(%s)", (list(existing.values()),))
+
+
+def resident_record(conn: psycopg.Connection, resident_id: int) -> dict[str, Any]:
+    """A resident's registry record with institution and emergency contacts."""
+    resident = _one(
+        conn,
+        "SELECT id, name, archive_id, birth_date, gender, address, spo2_scale, institution_id "
+        "FROM resident WHERE id = %s",
+        (resident_id,),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        resident["emergency_contacts"] = cur.execute(
+            "SELECT name, phone, relation, priority FROM emergency_contact WHERE resident_id = %s "
+            "ORDER BY priority, id",
+            (resident_id,),
+        ).fetchall()
+    return resident

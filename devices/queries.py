@@ -39,6 +39,10 @@ FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id AND b.unbo
 WHERE d.device_id = %s
 """
 
+# The owning institution (migration 0009): whose administrators may manage the device.
+SELECT_DEVICE_OWNER = "SELECT institution_id FROM device WHERE device_id = %s"
+SET_DEVICE_OWNER = "UPDATE device SET institution_id = %s WHERE device_id = %s"
+
 INSERT_DEVICE = "INSERT INTO device (device_id, kind, model) VALUES (%s, %s, %s)"
 
 CLOSE_BINDING = """

@@ -107,6 +107,19 @@ def get_device(conn: psycopg.Connection, device_id: str) -> Device:
     return device
 
 
+def owner(conn: psycopg.Connection, device_id: str) -> int | None:
+    """The institution a device belongs to (None: managed by system administrators only)."""
+    row = conn.execute(queries.SELECT_DEVICE_OWNER, (device_id,)).fetchone()
+    if row is None:
+        raise RegistryError(f"no device {device_id!r}: see `eldercare devices list`")
+    institution_id: int | None = row[0]
+    return institution_id
+
+
+def set_owner(conn: psycopg.Connection, *, device_id: str, institution_id: int | None) -> None:
+    conn.execute(queries.SET_DEVICE_OWNER, (institution_id, device_id))
+
+
 def list_devices(
     conn: psycopg.Connection, *, resident_id: int | None = None, include_retired: bool = False
 ) -> list[Device]:

@@ -98,6 +98,7 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.cli import uvicorn_options
     from api.logs import uvicorn_log_config
 
     cfg = context.settings()
@@ -109,6 +110,7 @@ def api(
         log_config=uvicorn_log_config(),  # no tickets or tokens from URLs in the access log
         # Live streams never end by themselves: on shutdown, wait this long for them, then close.
         timeout_graceful_shutdown=5,
+        **uvicorn_options(cfg),
     )
 
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     mqtt_service_password: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For the API believes
+    # for the client's address (rate limits, audit log). Empty: none, the peer's address is used.
+    http_trusted_proxies: str = ""
     # 'auto' uses TimescaleDB when the extension can be created; 'off' forces plain PostgreSQL;
     # 'require' fails loudly when the extension is missing (production).
     timescale: str = Field(default="auto", pattern="^(auto|off|require)$")

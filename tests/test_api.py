@@ -145,10 +145,10 @@ def test_platform_keys_read_their_institutions_and_cannot_write(client, world, c
     )
     assert refused.status_code == 403 and "may read but not act" in refused.json()["detail"]
     outcome = conn.execute(
-        "SELECT outcome FROM audit_log WHERE action = 'alert.resolve' AND actor LIKE 'platform:%%' "
-        "ORDER BY id DESC LIMIT 1"
+        "SELECT outcome, detail->>'operation' FROM audit_log WHERE action = 'access.refused' "
+        "AND actor LIKE 'platform:%%' ORDER BY id DESC LIMIT 1"
     ).fetchone()
-    assert outcome == ("refused",)
+    assert outcome == ("refused", "resolve")
 
 
 def test_tokens_expire_and_are_revoked(client, world, conn):

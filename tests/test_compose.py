@@ -22,6 +22,7 @@ MOSQUITTO_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 
 SECRETS = {
     "ELDERCARE_DB_PASSWORD": "test-db-password",
+    "ELDERCARE_APP_DB_PASSWORD": "test-app-db-password",
     "ELDERCARE_MQTT_SERVICE_PASSWORD": "test-mqtt-password",
 }
 ELDERCARE_SERVICES = {"migrate", "broker-sync", "ingest", "ingest-events", "alerts", "api"}
@@ -102,15 +103,24 @@ def test_compose_services(tmp_path: Path) -> None:
     assert services["db"]["image"].startswith("timescale/timescaledb:")
     assert services["db"]["image"].endswith("-pg16")
     assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "test-db-password"
+    init = {m["target"]: m["source"] for m in services["db"]["volumes"]}
+    assert init["/docker-entrypoint-initdb.d/10-eldercare-app-role.sh"] == str(
+        REPO / "deploy" / "postgres" / "eldercare-app-role.sh"
+    )
+    assert services["db"]["environment"]["ELDERCARE_APP_DB_PASSWORD"] == "test-app-db-password"
     assert services["ingest"]["deploy"]["replicas"] == 2
 
     for name in ELDERCARE_SERVICES:
         service = services[name]
         assert service["image"] == services["migrate"]["image"], name
         env = service["environment"]
-        assert env["ELDERCARE_DATABASE_URL"] == (
-            "postgresql://postgres:test-db-password@db:5432/eldercare"
-        ), name
+        # Only migrate connects as the owner; the rest as the role that cannot edit audit_log.
+        user = (
+            "postgres:test-db-password"
+            if name == "migrate"
+            else "eldercare_app:test-app-db-password"
+        )
+        assert env["ELDERCARE_DATABASE_URL"] == f"postgresql://{user}@db:5432/eldercare", name
         assert env["ELDERCARE_MQTT_URL"] == "mqtt://broker:1883", name
         assert env["ELDERCARE_MQTT_SERVICE_PASSWORD"] == "test-mqtt-password", name
         assert env["ELDERCARE_TIMESCALE"] == "require", name
