@@ -143,6 +143,8 @@ def _bodies(scene: dict) -> dict[tuple[str, str], dict | None]:
         ("POST", f"{API}/alerts/{{alert_id}}/ack"): {},
         ("POST", f"{API}/alerts/{{alert_id}}/snooze"): {"minutes": 5},
         ("POST", f"{API}/alerts/{{alert_id}}/resolve"): {"note": "x"},
+        ("POST", f"{API}/alerts/{{alert_id}}/comment"): {"note": "x"},
+        ("POST", f"{API}/stream/ticket"): None,
     }
 
 
@@ -180,6 +182,7 @@ def test_doctor_b_gets_404_for_everything_about_doctor_a_resident(client, scene,
         ("POST", f"{API}/alerts/{{alert_id}}/ack"),
         ("POST", f"{API}/alerts/{{alert_id}}/snooze"),
         ("POST", f"{API}/alerts/{{alert_id}}/resolve"),
+        ("POST", f"{API}/alerts/{{alert_id}}/comment"),
         ("PUT", f"{API}/residents/{{resident_id}}/thresholds/{{metric}}"),
         ("PATCH", f"{API}/residents/{{resident_id}}"),
     ]

@@ -683,3 +683,20 @@ def test_the_system_runs_as_the_app_role(app_role, settings, scene, register, en
             http.get(f"{API}/audit", params={"resident_id": rid}, headers=admin).status_code == 200
         )
         assert http.get(f"{API}/overview", headers=a).status_code == 200
+
+
+def test_lists_record_the_residents_they_returned(client, scene, conn):  # noqa: F811
+    a, desk = _token(client, scene, "a"), _token(client, scene, "desk")
+    rid = scene["resident"]
+    client.get(f"{API}/residents", headers=a)
+    client.get(f"{API}/alerts", headers=desk)
+    client.get(f"{API}/overview", headers=a)
+    for action, who in (("read.residents", "a"), ("read.alerts", "desk"), ("read.overview", "a")):
+        ids = _audit_rows(conn, f"user:%:{scene['users'][who][0]}", action)[-1][1]
+        assert rid in ids and scene["theirs"] not in ids, action
+    trail = client.get(
+        f"{API}/audit", params={"resident_id": rid}, headers=_token(client, scene, "ia")
+    )
+    assert {"read.residents", "read.alerts", "read.overview"} <= {e["action"] for e in trail.json()}
+    narrow = _bearer(scene["narrow_key"])
+    assert client.get(f"{API}/stream", params={"once": True}, headers=narrow).status_code == 403

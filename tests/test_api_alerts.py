@@ -72,7 +72,13 @@ def test_comment_through_the_api_is_scoped_audited_and_shown_by_name(client, wor
         "AND resident_id = %s ORDER BY id",
         (world["resident"],),
     ).fetchall()
-    assert outcomes == [(False, "ok"), (True, "refused")]
+    assert outcomes == [(False, "ok")]
+    # Platforms are refused before the view, by the central check, which audits the attempt.
+    platform_refusal = conn.execute(
+        "SELECT outcome, detail->>'operation' FROM audit_log WHERE action = 'access.refused' "
+        "AND actor LIKE 'platform:%%' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert platform_refusal == ("refused", "comment")
     assert [t[0] for t in _transitions(conn, world["alert"])].count("commented") == 1
 
 
@@ -182,7 +188,12 @@ def test_snooze_is_for_doctors_only(client, world, conn):  # noqa: F811
         "SELECT outcome FROM audit_log WHERE action = 'alert.snooze' AND resident_id = %s "
         "ORDER BY id",
         (world["resident"],),
-    ).fetchall() == [("refused",), ("refused",), ("ok",)]
+    ).fetchall() == [("refused",), ("ok",)]  # the admin's refusal, then the doctor's snooze
+    # The platform key is refused by the central check, which audits it as access.refused.
+    assert conn.execute(
+        "SELECT outcome, detail->>'operation' FROM audit_log WHERE action = 'access.refused' "
+        "AND actor LIKE 'platform:%%' ORDER BY id DESC LIMIT 1"
+    ).fetchone() == ("refused", "snooze")
     critical = service.raise_finding(
         conn,
         resident_id=world["resident"],

@@ -149,6 +149,7 @@ def list_alerts(
         request.url.path,
         address=client_address(request),
         resident_id=resident_id,
+        resident_ids=[r["resident_id"] for r in rows],
         detail={"count": len(rows)},
     )
     return rows

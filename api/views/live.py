@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api import queries
-from api.access import AccessError, Principal, audit, authenticate
+from api.access import AccessError, Principal, audit, authenticate, check_scopes
 from api.deps import MAX_ID, Caller, Conn, client_address
 from api.hub import AlertChange, LiveHub, Vitals, alert_event
 
@@ -66,6 +66,8 @@ class _Stream:
         self.pool = pool
         self.caller = caller
         self.visible = visible  # None: everyone (a system admin)
+        # Vitals are readings: a platform key sees them only with read:readings.
+        self.reads_vitals = caller.kind != "platform" or "read:readings" in caller.scopes
 
     def sees(self, resident_id: int) -> bool:
         return self.visible is None or resident_id in self.visible
@@ -127,6 +129,7 @@ def _open(
     pool: ConnectionPool = request.app.state.pool
     with pool.connection() as conn:
         caller = _redeem(conn, ticket) if ticket else authenticate(conn, bearer)
+        check_scopes(caller, "/api/v1/stream")  # a platform needs read:alerts
         if after is None:
             row = conn.execute(queries.LAST_TRANSITION).fetchone()
             after = int(row[0]) if row else 0
@@ -198,7 +201,8 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
             if not stream.sees(item.resident_id):
                 continue
             if isinstance(item, Vitals):
-                yield _event("vitals", item.data)
+                if stream.reads_vitals:
+                    yield _event("vitals", item.data)
             elif item.id not in sent:
                 sent.add(item.id)
                 if len(sent) > SENT_MEMORY:

@@ -47,6 +47,7 @@ def overview(caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
         "read.overview",
         request.url.path,
         address=client_address(request),
+        resident_ids=[r["id"] for r in residents] + [d["resident_id"] for d in offline],
         detail={"residents": len(residents)},
     )
     return {

@@ -94,6 +94,7 @@ def list_residents(
         "read.residents",
         request.url.path,
         address=client_address(request),
+        resident_ids=[r["id"] for r in rows],
         detail={"count": len(rows)},
     )
     return rows
