@@ -2,8 +2,9 @@
 
 - Emergency events arrive by PostgreSQL NOTIFY from the ingestor and are handled at once on their own
   thread: alert raised, doctor's MQTT topic and device ack sent before anything else happens.
-- A tick (every second by the clock) evaluates the reading rules for residents with new readings,
-  the device timers (no data, low battery), due escalations and reminders, and sends what is due.
+- A tick (every second by the clock) evaluates the reading rules for residents with new readings
+  (or a reading that has just stood long enough to count on its own), the device timers (no data,
+  low battery), due escalations and reminders, and sends what is due.
 - Slow channels (e-mail, webhooks) have their own dispatcher thread, so they never delay the others.
 Everything it decides is in the database first; a restart continues from there.
 """
@@ -17,13 +18,23 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from alerts import outbox, queries, service
+from alerts import facts, outbox, queries, service
 from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
 from alerts.device_events import CANCELS, event_finding
 from alerts.models import Finding
-from alerts.rules import CLEARS_AFTER, REALTIME, Limits, Sample, Window, evaluate
+from alerts.rules import (
+    CLEARS_AFTER,
+    CONTEXT_READINGS,
+    LOOKBACKS,
+    NEWS2_LONE_SAMPLE_AFTER,
+    REALTIME,
+    Limits,
+    Sample,
+    Window,
+    evaluate,
+)
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from eldercare.mqtt import _Client, connect_blocking, new_client
@@ -34,7 +45,7 @@ log = logging.getLogger(__name__)
 
 FAST_CHANNELS = ("mqtt", "device_ack")
 SLOW_CHANNELS = ("email", "webhook")
-LOOKBACK = timedelta(hours=1)
+METRICS = list(LOOKBACKS)
 
 
 class AlertEngine:
@@ -54,6 +65,9 @@ class AlertEngine:
         self.fast: dict[str, Channel] = {}
         self.slow: dict[str, Channel] = {}
         self._since = datetime.now(UTC) - REALTIME
+        # The engine's `now` up to which lone readings standing NEWS2_LONE_SAMPLE_AFTER were looked for.
+        self._stood_until: datetime | None = None
+        self.baselines = facts.Baselines()
         self._threads: list[threading.Thread] = []
         self._last_run: dict[str, datetime] = {}
 
@@ -143,28 +157,67 @@ class AlertEngine:
     def evaluate_readings(self, conn: psycopg.Connection, now: datetime) -> None:
         wall = datetime.now(UTC)
         since, self._since = self._since, wall - timedelta(seconds=5)  # overlap: commit lag
+        # Readings reaching NEWS2_LONE_SAMPLE_AFTER since the last pass: a lone one now counts.
+        stood_after = min(self._stood_until or now - REALTIME, now) - NEWS2_LONE_SAMPLE_AFTER
+        fresh_from = [now - LOOKBACKS[m].fresh for m in METRICS]
         residents = conn.execute(
-            queries.RESIDENTS_TO_EVALUATE, {"since": since, "realtime_start": now - REALTIME}
+            queries.RESIDENTS_TO_EVALUATE,
+            {
+                "since": since,
+                "metrics": METRICS,
+                "fresh_from": fresh_from,
+                "earliest": min(fresh_from),
+                "stood_after": stood_after,
+                "stood_until": now - NEWS2_LONE_SAMPLE_AFTER,
+            },
         ).fetchall()
         for (resident_id,) in residents:
             self.evaluate_resident(conn, resident_id, now)
+        self._stood_until = now
 
-    def evaluate_resident(
-        self, conn: psycopg.Connection, resident_id: int, now: datetime
-    ) -> list[Finding]:
+    def window(self, conn: psycopg.Connection, resident_id: int, now: datetime) -> Window:
+        """What the rules see of a resident at `now`: readings by their metric's look-back,
+        thresholds, and the facts known (with where they came from)."""
         samples: dict[str, list[Sample]] = {}
+        context_from = [now - LOOKBACKS[m].context for m in METRICS]
         for metric, value, measured_at, device_id in conn.execute(
             queries.WINDOW_READINGS,
-            {"resident_id": resident_id, "start": now - LOOKBACK, "now": now},
+            {
+                "resident_id": resident_id,
+                "metrics": METRICS,
+                "every_from": [now - LOOKBACKS[m].every for m in METRICS],
+                "context_from": context_from,
+                "earliest": min(context_from),
+                "context_readings": CONTEXT_READINGS,
+                "now": now,
+            },
         ):
             samples.setdefault(metric, []).append(Sample(value, measured_at, device_id))
         overrides = {
             m: Limits(lo, hi) for m, lo, hi in conn.execute(queries.OVERRIDES, (resident_id,))
         }
-        scale_row = conn.execute(queries.SPO2_SCALE, (resident_id,)).fetchone()
-        findings = evaluate(
-            Window(resident_id, now, samples, overrides, scale_row[0] if scale_row else 1)
+        known = facts.resident_facts(conn, resident_id)
+        sources = dict(known.sources)
+        baselines = {}
+        baseline = self.baselines.get(conn, resident_id, now)
+        if baseline is not None:
+            baselines[facts.BASELINE_METRIC] = baseline.value
+            sources[f"baseline:{facts.BASELINE_METRIC}"] = baseline.source()
+        return Window(
+            resident_id,
+            now,
+            samples,
+            overrides,
+            known.spo2_scale,
+            on_oxygen=known.on_oxygen,
+            baselines=baselines,
+            sources=sources,
         )
+
+    def evaluate_resident(
+        self, conn: psycopg.Connection, resident_id: int, now: datetime
+    ) -> list[Finding]:
+        findings = evaluate(self.window(conn, resident_id, now))
         for finding in findings:
             service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         with conn.transaction():

@@ -279,23 +279,74 @@ WHERE id = %s AND alert_processed_at IS NULL FOR UPDATE SKIP LOCKED
 
 MARK_EVENT = "UPDATE device_event SET alert_processed_at = %s WHERE id = %s"
 
-# Residents with new readings, and those whose alerts are waiting to resolve themselves.
+# Residents to evaluate: new readings still fresh for their metric (alerts/rules.py LOOKBACKS: an
+# upload of old data is stored, not judged); readings that have just stood long enough for NEWS2 to
+# confirm a lone one (a cuff reading, with no wearable to prompt another evaluation); and alerts
+# waiting to resolve themselves. `earliest` (the oldest fresh_from) lets TimescaleDB skip chunks.
 RESIDENTS_TO_EVALUATE = """
-SELECT DISTINCT resident_id FROM reading
-WHERE received_at > %(since)s AND measured_at >= %(realtime_start)s
+SELECT DISTINCT r.resident_id
+FROM reading r
+JOIN unnest(%(metrics)s::text[], %(fresh_from)s::timestamptz[]) AS f(metric, fresh_from)
+  ON f.metric = r.metric
+WHERE r.measured_at >= %(earliest)s AND r.measured_at >= f.fresh_from
+  AND (r.received_at > %(since)s
+       OR (r.measured_at > %(stood_after)s AND r.measured_at <= %(stood_until)s))
 UNION
 SELECT resident_id FROM alert
 WHERE state <> 'resolved' AND cleared_since IS NOT NULL AND resident_id IS NOT NULL
 """
 
+# A resident's readings per metric (oldest first): every one since `every_from`, and before that
+# the last `context_readings` since `context_from` (a thermometer's previous check, this morning's
+# blood pressure) without loading a day of a wristband's minute stream.
 WINDOW_READINGS = """
-SELECT metric, value, measured_at, device_id FROM reading
-WHERE resident_id = %(resident_id)s AND measured_at >= %(start)s AND measured_at <= %(now)s
-ORDER BY measured_at
+SELECT w.metric, r.value, r.measured_at, r.device_id
+FROM unnest(%(metrics)s::text[], %(every_from)s::timestamptz[], %(context_from)s::timestamptz[])
+     AS w(metric, every_from, context_from)
+CROSS JOIN LATERAL (
+    (SELECT value, measured_at, device_id FROM reading
+     WHERE resident_id = %(resident_id)s AND metric = w.metric
+       AND measured_at >= w.every_from AND measured_at <= %(now)s)
+    UNION ALL
+    (SELECT value, measured_at, device_id FROM reading
+     WHERE resident_id = %(resident_id)s AND metric = w.metric
+       AND measured_at >= w.context_from AND measured_at < w.every_from
+       AND measured_at >= %(earliest)s
+     ORDER BY measured_at DESC LIMIT %(context_readings)s)
+) r
+ORDER BY r.measured_at
 """
 
 OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
-SPO2_SCALE = "SELECT spo2_scale FROM resident WHERE id = %s"
+# What the rules know about the resident besides readings (migration 0011: air or oxygen).
+RESIDENT_FACTS = """
+SELECT spo2_scale, on_oxygen, on_oxygen_set_by, on_oxygen_set_at FROM resident WHERE id = %s
+"""
+
+# A resident's usual value of a metric (IDSA's temperature baseline): the median of the hourly means
+# of their own readings in [start, end), a week ending a day ago (the building episode left out;
+# readings of the last week are not yet compressed, so the resident's index serves). Hours near an
+# alert of `rule` (from `before_episode` ahead of its opening until it was resolved) are left out:
+# an episode is not the resident's usual. Hourly means weigh a wristband's minute stream and a
+# twice-daily thermometer alike: one value per hour measured.
+BASELINE = """
+WITH hourly AS (
+    SELECT date_bin(INTERVAL '1 hour', measured_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS hour,
+           avg(value) AS mean
+    FROM reading
+    WHERE resident_id = %(resident_id)s AND metric = %(metric)s
+      AND measured_at >= %(start)s AND measured_at < %(end)s
+    GROUP BY 1
+)
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY h.mean), count(*), min(h.hour), max(h.hour)
+FROM hourly h
+WHERE NOT EXISTS (
+    SELECT 1 FROM alert a
+    WHERE a.resident_id = %(resident_id)s AND a.rule = %(rule)s
+      AND h.hour + INTERVAL '1 hour' > a.opened_at - %(before_episode)s
+      AND h.hour < coalesce(a.resolved_at, %(now)s)
+)
+"""
 
 DEVICE_STATES = """
 SELECT d.device_id, d.kind, b.resident_id,

@@ -4,8 +4,10 @@ Defaults for older adults are from shared CLINICAL.md (NHS Oximetry@home for SpO
 pressure, IDSA long-term care for fever, ADA for glucose, consumer wearable practice for heart rate,
 the NEWS2 SpO2 scale 2 for hypercapnic residents); a doctor overrides them per resident
 (`resident_threshold`), one side at a time: the side an override leaves out keeps the default.
-Only data measured within a rule's look-back counts, so a back-filled upload of an episode that has
-since ended raises nothing.
+How old a reading may be is declared per metric (LOOKBACKS), by the cadence of the devices that
+measure it: the reading that raises an alert must be fresh, so a back-filled upload of an episode
+that has since ended raises nothing; older readings serve only as context ("repeated", NEWS2's
+latest blood pressure).
 """
 
 from __future__ import annotations
@@ -67,10 +69,21 @@ class Window:
     consciousness: str | None = None  # ACVPU code, when someone has recorded it
     # The resident's usual value per metric (body_temp: for IDSA's "> 1.1 °C above baseline").
     baselines: Mapping[str, float] = field(default_factory=dict)
+    # Where a fact came from ("on_oxygen", "consciousness", "baseline:body_temp"), for the findings
+    # to say what they used: a record set by a doctor is not a measurement.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def recent(self, metric: str, within: timedelta) -> list[Sample]:
         start = self.now - within
         return [s for s in self.samples.get(metric, ()) if start <= s.measured_at <= self.now]
+
+    def readings(self, metric: str) -> list[Sample]:
+        """The metric's readings within its look-back (LOOKBACKS), context included."""
+        return self.recent(metric, LOOKBACKS[metric].context)
+
+    def fresh(self, metric: str, sample: Sample) -> bool:
+        """Whether `sample` is recent enough to raise an alert now (not a back-filled one)."""
+        return self.now - sample.measured_at <= LOOKBACKS[metric].fresh
 
     def limits(self, metric: str, default: Limits | None = None) -> Limits:
         """The thresholds the rules apply to `metric` for this resident."""
@@ -110,6 +123,47 @@ def sustained(
 
 # Look-backs: how old a reading may be and still describe the resident's state now.
 REALTIME = timedelta(minutes=15)
+NEWS2_WINDOW = timedelta(hours=1)
+# A spot measurement (a cuff, a thermometer, a glucose meter) reaches us through a phone or a
+# gateway, minutes to an hour after it was taken, and still describes the resident then; a meter
+# synced the next morning is history.
+SPOT_FRESH = timedelta(hours=1)
+# The readings before the hour that may serve as context: a few are enough for every rule (the
+# median of three, two agreeing readings, the reading before a 30-minute span).
+CONTEXT_READINGS = 3
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """How far back a metric's readings count, by the cadence of the devices that measure it.
+
+    `fresh`: the newest reading raises (or keeps) an alert only this soon after it was measured;
+    `every`: every reading this recent is the rules' data (a wearable's minute stream);
+    `context`: before that, the last CONTEXT_READINGS readings this recent also count, as context
+    (for "repeated", for NEWS2's latest spot value), never as the reading that raises an alert.
+    """
+
+    fresh: timedelta
+    every: timedelta = NEWS2_WINDOW
+    context: timedelta = NEWS2_WINDOW
+
+
+_CONTINUOUS = Lookback(fresh=REALTIME)  # wearables, every minute (devices/models.py)
+LOOKBACKS: dict[str, Lookback] = {
+    "heart_rate": _CONTINUOUS,
+    "spo2": _CONTINUOUS,
+    "resp_rate": _CONTINUOUS,
+    # A cuff, twice a day: the morning's reading is NEWS2's blood pressure until the evening's
+    # (NEWS2_MAX_AGE); hypertensive_crisis and hypotension read only the newest, fresh one.
+    "systolic_bp": Lookback(fresh=SPOT_FRESH, context=timedelta(hours=12)),
+    "diastolic_bp": Lookback(fresh=SPOT_FRESH),
+    # A thermometer twice a day, or once (a day and a bit: a check a little late), or a wristband:
+    # IDSA's "repeated" compares today's reading with the one before it.
+    "body_temp": Lookback(fresh=SPOT_FRESH, context=timedelta(hours=26)),
+    # A meter once a day; glucose_low reads only the newest reading, so nothing older is loaded.
+    "blood_glucose": Lookback(fresh=SPOT_FRESH),
+}
+
 SPO2_HOLD = timedelta(seconds=60)
 HEART_HOLD = timedelta(minutes=10)
 
@@ -176,8 +230,8 @@ def _heart_rate(window: Window) -> Finding | None:
 
 
 def _blood_pressure(window: Window) -> Finding | None:
-    systolic = window.recent("systolic_bp", REALTIME)
-    diastolic = window.recent("diastolic_bp", REALTIME)
+    systolic = window.recent("systolic_bp", LOOKBACKS["systolic_bp"].fresh)
+    diastolic = window.recent("diastolic_bp", LOOKBACKS["diastolic_bp"].fresh)
     sys_limits = window.limits("systolic_bp")
     dia_limits = window.limits("diastolic_bp")
     # A cuff measurement is itself an averaged reading: the latest one decides.
@@ -194,11 +248,11 @@ def _blood_pressure(window: Window) -> Finding | None:
     return None
 
 
-FEVER_LOOKBACK = timedelta(hours=1)
 FEVER_CRITICAL = 39.5
 # IDSA's "repeated > 37.2 °C": every reading above it for at least this long, two readings at least.
 # IDSA gives no interval; half an hour separates two deliberate measurements and, for a wristband
-# reporting every minute, is thirty readings in a row rather than one warm moment.
+# reporting every minute, is thirty readings in a row rather than one warm moment. Twice-daily
+# thermometer checks count too: the reading before the newest is in the context (LOOKBACKS).
 REPEATED_FOR = timedelta(minutes=30)
 REPEATED_BELOW_SINGLE = 0.6  # 37.8 − 37.2: a doctor's single-reading limit moves both
 ABOVE_BASELINE = 1.1
@@ -211,7 +265,7 @@ class FeverCriterion:
     key: str
     # The limit from the single-reading limit (default 37.8 °C or the doctor's); None: not known.
     limit: Callable[[Window, float], float | None]
-    holds: Callable[[Sequence[Sample], float], bool]  # the hour's readings, the limit
+    holds: Callable[[Sequence[Sample], float], bool]  # the readings (context too), the limit
     condition: str  # shown in the alert, with {limit}
 
 
@@ -245,21 +299,29 @@ FEVER_CRITERIA: tuple[FeverCriterion, ...] = (
 
 
 def _fever(window: Window) -> Finding | None:
-    samples = window.recent("body_temp", FEVER_LOOKBACK)
+    samples = window.readings("body_temp")
     single = window.limits("body_temp").high
-    if not samples or single is None:
+    # The newest reading decides whether there is a fever now; older ones only support it.
+    if not samples or single is None or not window.fresh("body_temp", samples[-1]):
         return None
+    baseline = window.baselines.get("body_temp")
+    extra: dict[str, Any] = {}
+    if baseline is not None:
+        extra["baseline"] = {
+            "value": baseline,
+            "source": window.sources.get("baseline:body_temp", "given"),
+        }
     for criterion in FEVER_CRITERIA:
         limit = criterion.limit(window, single)
         if limit is not None and criterion.holds(samples, limit):
             severity: Severity = "critical" if samples[-1].value >= FEVER_CRITICAL else "warning"
             condition = criterion.condition.format(limit=limit)
-            return _finding("fever", severity, samples, condition, criterion=criterion.key)
+            return _finding("fever", severity, samples, condition, criterion=criterion.key, **extra)
     return None
 
 
 def _glucose(window: Window) -> Finding | None:
-    samples = window.recent("blood_glucose", timedelta(hours=1))
+    samples = window.recent("blood_glucose", LOOKBACKS["blood_glucose"].fresh)
     limits = window.limits("blood_glucose")
     if not samples or limits.low is None or samples[-1].value >= limits.low:
         return None
@@ -267,7 +329,9 @@ def _glucose(window: Window) -> Finding | None:
     return _finding("glucose_low", severity, samples, f"< {limits.low:g} mmol/L")
 
 
-NEWS2_WINDOW = timedelta(hours=1)
+# RCP NEWS2 asks for observations at least every 12 hours even at a score of 0: a spot value (a
+# cuff's blood pressure) stays the chart's latest for that long, and the finding gives its age.
+NEWS2_MAX_AGE = timedelta(hours=12)
 NEWS2_SEVERITY: dict[str, Severity] = {
     "low-medium": "warning",
     "medium": "warning",
@@ -294,9 +358,11 @@ def _news2_value(metric: str, samples: Sequence[Sample], window: Window) -> Samp
     One noisy sample must not move the score: of three or more readings the median of the last
     three counts; of two, the less alarming (both are at least that bad); a lone reading counts
     when it is normal (scores 0, so it cannot raise an alarm) or has stood uncontradicted for
-    NEWS2_LONE_SAMPLE_AFTER (a cuff or thermometer spot check).
+    NEWS2_LONE_SAMPLE_AFTER (a cuff or thermometer spot check). Only readings within the hour
+    before the newest confirm each other: this morning's cuff reading does not outvote tonight's.
     """
-    last = list(samples[-3:])
+    run = [s for s in samples if s.measured_at >= samples[-1].measured_at - NEWS2_WINDOW]
+    last = run[-3:]
     if len(last) == 3:
         middle = sorted(last, key=lambda s: s.value)[1]
         return Sample(middle.value, last[-1].measured_at, last[-1].device_id)
@@ -312,14 +378,17 @@ def _news2_value(metric: str, samples: Sequence[Sample], window: Window) -> Samp
 
 
 def _news2(window: Window) -> Finding | None:
-    """NEWS2 from each parameter's confirmed value within the hour (alerts/news2.py, the same code
-    as `eldercare news2`); wearables give a partial score, which says what it used and how old,
-    what it could not score (SpO2 ≥ 93 % on scale 2 without knowing air or oxygen) and which
-    readings were not yet confirmed."""
+    """NEWS2 from each parameter's latest confirmed value (within the hour for wearables' metrics,
+    NEWS2_MAX_AGE for spot ones; alerts/news2.py, the same code as `eldercare news2`); wearables
+    give a partial score, which says what it used and how old, where air/oxygen and consciousness
+    came from (or that nothing records them), what it could not score (SpO2 ≥ 93 % on scale 2
+    without knowing air or oxygen) and which readings were not yet confirmed. It raises only when
+    some parameter it used is fresh: a set of old readings alone is history."""
     observations = {}
     unconfirmed = {}
+    fresh = False
     for metric in news2.MEASURED:
-        samples = window.recent(metric, NEWS2_WINDOW)
+        samples = window.recent(metric, min(LOOKBACKS[metric].context, NEWS2_MAX_AGE))
         if not samples:
             continue
         chosen = _news2_value(metric, samples, window)
@@ -331,7 +400,8 @@ def _news2(window: Window) -> Finding | None:
             }
             continue
         observations[metric] = news2.Observation(chosen.value, chosen.measured_at)
-    if not observations:
+        fresh = fresh or window.fresh(metric, samples[-1])
+    if not observations or not fresh:
         return None
     result = news2.score(
         observations=observations,
@@ -345,6 +415,17 @@ def _news2(window: Window) -> Finding | None:
     if severity is None:
         return None
     detail = result.as_json()
+    detail["facts"] = {
+        "air_or_oxygen": _fact(
+            window,
+            "on_oxygen",
+            window.on_oxygen,
+            "nothing records whether the resident is on oxygen",
+        ),
+        "consciousness": _fact(
+            window, "consciousness", window.consciousness, "no device observes it (ACVPU)"
+        ),
+    }
     if unconfirmed:
         detail["unconfirmed"] = unconfirmed
     return Finding(
@@ -354,6 +435,13 @@ def _news2(window: Window) -> Finding | None:
         detail=detail,
         at=window.now,
     )
+
+
+def _fact(window: Window, key: str, value: object, unknown: str) -> str:
+    """Where NEWS2's air/oxygen or consciousness came from, or why it is missing."""
+    if value is None:
+        return f"not known: {unknown}"
+    return window.sources.get(key, "given")
 
 
 def _finding(

@@ -1,4 +1,5 @@
-"""`eldercare care …`: institutions, doctors, contracts, agreements, policies, thresholds, webhooks."""
+"""`eldercare care …`: institutions, doctors, contracts, agreements, policies, thresholds, webhooks,
+air or oxygen."""
 
 from __future__ import annotations
 
@@ -202,7 +203,42 @@ def webhook(
     url: Annotated[str, typer.Option()],
     secret: Annotated[str, typer.Option(help="Shared HMAC secret (never printed back).")],
     min_severity: Annotated[str, typer.Option(help="info | warning | critical")] = "warning",
+    institution: Annotated[
+        int | None,
+        typer.Option(
+            help="Institution id: only its alerts, with the emergency contacts to call. "
+            "Left out: every institution's alerts, never with contacts."
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Subscribe a platform (e.g. a 12349 service platform) to alerts by signed webhook."""
-    _run(json, service.add_webhook, name=name, url=url, secret=secret, min_severity=min_severity)
+    _run(
+        json,
+        service.add_webhook,
+        name=name,
+        url=url,
+        secret=secret,
+        min_severity=min_severity,
+        institution_id=institution,
+    )
+
+
+@care_app.command("oxygen")
+def oxygen(
+    resident: Annotated[int, typer.Option(help="Resident id.")],
+    breathing: Annotated[
+        str,
+        typer.Option(
+            help="air (no oxygen at home) | oxygen (worn continuously) | unknown (e.g. at night only)"
+        ),
+    ],
+    by: Annotated[str, typer.Option(help="Who records it (doctor).")] = "cli",
+    json: JsonOpt = False,
+) -> None:
+    """Record whether a resident breathes air or supplemental oxygen, for NEWS2.
+
+    NEWS2 scores oxygen 2, and on SpO2 scale 2 whether a saturation of 93 % or more is harmless
+    (air) or over-oxygenation (oxygen). Alerts name this record as the source, never as measured.
+    """
+    _run(json, service.set_breathing, resident_id=resident, breathing=breathing, set_by=by)

@@ -246,16 +246,29 @@ def set_threshold(
 
 
 def add_webhook(
-    conn: psycopg.Connection, *, name: str, url: str, secret: str, min_severity: str = "warning"
+    conn: psycopg.Connection,
+    *,
+    name: str,
+    url: str,
+    secret: str,
+    min_severity: str = "warning",
+    institution_id: int | None = None,
 ) -> dict[str, Any]:
+    """A platform receiving alerts by signed webhook. With `institution_id`, that institution's
+    alerts only, including the emergency contacts to call (names and phones); without, every
+    institution's alerts, never with contacts (alerts/service.py _to_contacts)."""
     if not url.startswith(("http://", "https://")):
         raise CareError("the webhook URL must start with http:// or https://")
+    if min_severity not in ("info", "warning", "critical"):
+        raise CareError("min_severity must be info, warning or critical")
     with conn.transaction():
+        if institution_id is not None:
+            _exists(conn, "institution", institution_id, "institution")
         row = _one(
             conn,
-            "INSERT INTO webhook_subscription (name, url, secret, min_severity) VALUES "
-            "(%s, %s, %s, %s) RETURNING id, name, url, min_severity",
-            (name, url, secret, min_severity),
+            "INSERT INTO webhook_subscription (name, url, secret, min_severity, institution_id) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id, name, url, min_severity, institution_id",
+            (name, url, secret, min_severity, institution_id),
         )
     return row
 
@@ -382,3 +395,30 @@ def resident_record(conn: psycopg.Connection, resident_id: int) -> dict[str, Any
             (resident_id,),
         ).fetchall()
     return resident
+
+
+# How the resident breathes, as NEWS2's "air or oxygen" (resident.on_oxygen, migration 0011).
+BREATHING: dict[str, bool | None] = {"air": False, "oxygen": True, "unknown": None}
+
+
+def set_breathing(
+    conn: psycopg.Connection, *, resident_id: int, breathing: str, set_by: str
+) -> dict[str, Any]:
+    """Record whether the resident breathes room air or supplemental oxygen, for NEWS2 (oxygen
+    scores 2; on SpO2 scale 2 it also decides how a saturation of 93 % or more scores).
+
+    A standing record, not a measurement, so NEWS2 findings name it with who set it and when:
+    'oxygen' for oxygen worn continuously (a home concentrator all day), 'air' for a resident with
+    no oxygen at home, 'unknown' otherwise (oxygen at night only): NEWS2 then lists the parameter
+    as missing rather than guess.
+    """
+    if breathing not in BREATHING:
+        raise CareError(f"breathing must be one of {', '.join(BREATHING)}, not {breathing!r}")
+    with conn.transaction():
+        _exists(conn, "resident", resident_id, "resident")
+        return _one(
+            conn,
+            "UPDATE resident SET on_oxygen = %s, on_oxygen_set_by = %s, on_oxygen_set_at = now() "
+            "WHERE id = %s RETURNING id, on_oxygen, on_oxygen_set_by, on_oxygen_set_at",
+            (BREATHING[breathing], set_by, resident_id),
+        )

@@ -41,6 +41,15 @@ KIND_WORDS: dict[str, tuple[str, str, str, str]] = {
     "acknowledged": ("已确认", "acknowledged", "告警已被确认", "Acknowledged"),
     "resolved": ("已解除", "resolved", "告警已解除", "Resolved"),
     "severity_raised": ("级别升高", "severity raised", "告警级别升高", "Severity raised"),
+    # Another SOS press or fall on the same unresolved alert.
+    "repeated": ("再次发生", "repeated", "同一告警再次发生", "It happened again"),
+    # To the duty desk: no platform reached the emergency contacts, somebody must call them.
+    "contacts_unreached": (
+        "请联系家属",
+        "call the contacts",
+        "未能通知紧急联系人，请致电",
+        "Emergency contacts not reached: please call them",
+    ),
 }
 
 
@@ -65,6 +74,16 @@ def _detail_lines(detail: Any, colon: str) -> list[str]:
     for key, value in detail.items():
         shown = value if isinstance(value, str) else orjson.dumps(value).decode()
         lines.append(f"  {key}{colon}{shown}")
+    return lines
+
+
+def _contact_lines(contacts: Any) -> list[str]:
+    if not isinstance(contacts, list):
+        return []
+    lines = []
+    for contact in contacts:
+        person = _mapping(contact)
+        lines.append(f"  {_text(person.get('name'), '?')} {_text(person.get('phone'), '?')}")
     return lines
 
 
@@ -107,6 +126,14 @@ def render(payload: dict[str, Any]) -> tuple[str, str]:
         f"Alert #{alert_id} (rule {rule})",
         f"Opened at: {opened_at}",
     ]
+    # What a follow-up adds: why, the note, and for contacts_unreached the people to call.
+    for key, zh_label, en_label in (("reason", "原因", "Reason"), ("note", "备注", "Note")):
+        if value := payload.get(key):
+            zh.append(f"{zh_label}：{value}")
+            en.append(f"{en_label}: {value}")
+    if contacts := _contact_lines(payload.get("notify_contacts")):
+        zh += ["请致电紧急联系人：", *contacts]
+        en += ["Emergency contacts to call:", *contacts]
     if details := _detail_lines(alert.get("detail"), "："):
         zh += ["详情：", *details]
         en += ["Details:", *_detail_lines(alert.get("detail"), ": ")]
