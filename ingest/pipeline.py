@@ -24,6 +24,7 @@ from ingest.contract import (
     topic_parts,
 )
 from ingest.registry import DeviceRegistry
+from store.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +142,14 @@ class TelemetryWriter:
         conn.commit()
 
     def write(self, messages: Sequence[Incoming]) -> None:
-        """Commit everything derived from `messages`; raises psycopg.OperationalError when the
-        database is unreachable (nothing is acknowledged then, the caller retries)."""
+        """Commit everything derived from `messages`; raises the database's transient errors
+        (unreachable, read-only, deadlock: store.db.is_transient) without quarantining anything,
+        and nothing is acknowledged then: the caller retries."""
         try:
             self._write(messages)
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
             # One message the database refuses must not hold back the others: isolate it.
             self.conn.rollback()
             log.warning(
@@ -156,9 +158,9 @@ class TelemetryWriter:
             for message in messages:
                 try:
                     self._write([message])
-                except psycopg.OperationalError:
-                    raise
                 except psycopg.Error as one_exc:
+                    if is_transient(one_exc):
+                        raise
                     self.conn.rollback()
                     self._quarantine_storage_error(message, one_exc)
 

@@ -41,9 +41,9 @@ WHERE d.device_id = v.device_id
 """
 
 INSERT_EVENT = """
-INSERT INTO device_event
-    (device_id, msg_id, type, occurred_at, received_at, resident_id, lat, lon, payload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO device_event (device_id, msg_id, type, occurred_at, received_at, resident_id, lat, lon,
+                          payload, ingest_problems, raw_payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (device_id, msg_id) DO NOTHING
 RETURNING id
 """
@@ -96,3 +96,4 @@ WHERE resident_id = %(resident_id)s
 ORDER BY bucket, metric
 LIMIT %(limit)s
 """
+

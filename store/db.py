@@ -25,6 +25,14 @@ _KEEPALIVE = {
 }
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that go away by themselves: lost connections, deadlocks and
+    serialization failures (psycopg's OperationalError covers those), and a read-only server, which
+    is what a primary that failed over to a standby looks like until the next connection. Work that
+    failed with one of these is retried, never quarantined."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
+
+
 def connect(
     url: str, *, autocommit: bool = False, application_name: str = "eldercare"
 ) -> psycopg.Connection:
