@@ -45,6 +45,15 @@ def ingest(
             "--leave", help="On exit, end this instance's broker session for good (scaling down)."
         ),
     ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Only apply the retention once (old message ids, quarantine) and print what was "
+            "deleted; every ingest process also does this every ELDERCARE_INGEST_MAINTENANCE_"
+            "INTERVAL_S.",
+        ),
+    ] = False,
 ) -> None:
     """Consume device telemetry, events and status from the broker into the database.
 
@@ -56,6 +65,9 @@ def ingest(
     context.configure_logging(cfg.log_level)
     overrides = {"instance": instance} if instance else {}
     ingest_cfg = IngestSettings(**overrides)  # type: ignore[arg-type]
+    if prune:
+        _prune_once(ingest_cfg)
+        return
     if role not in ROLES:
         fail(f"--role must be one of {', '.join(ROLES)}")
     claim = None
@@ -77,6 +89,17 @@ def ingest(
     ingestor.stop(leave=leave)
     if claim is not None:
         claim.release()
+
+
+def _prune_once(ingest_cfg: IngestSettings) -> None:
+    from dataclasses import asdict
+
+    from ingest.contract import now_utc
+    from ingest.maintenance import prune
+
+    with context.database() as conn:  # autocommit: each batch commits
+        pruned = prune(conn, ingest_cfg.retention, now_utc())
+    emit_json(asdict(pruned))
 
 
 def readings(

@@ -25,6 +25,7 @@ import psycopg
 from eldercare.mqtt import Connection
 from eldercare.settings import Settings
 from ingest.events import EventWriter
+from ingest.maintenance import Maintenance
 from ingest.pipeline import Incoming, TelemetryWriter
 from ingest.settings import IngestSettings
 from store.db import connect_with_retry, is_transient
@@ -266,14 +267,17 @@ class Ingestor:
             self.consumers.append(EventConsumer(settings, ingest, on_fatal))
         if role in ("all", "telemetry"):
             self.consumers.append(TelemetryConsumer(settings, ingest, on_fatal))
+        self.maintenance = Maintenance(settings.require_database_url(), ingest)
 
     def start(self) -> None:
         for consumer in self.consumers:
             consumer.start()
+        self.maintenance.start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         return all(c.connection.subscribed.wait(timeout) for c in self.consumers)
 
     def stop(self, *, leave: bool = False) -> None:
+        self.maintenance.stop()
         for consumer in self.consumers:
             consumer.stop(leave=leave)
