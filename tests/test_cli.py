@@ -9,6 +9,7 @@ import pytest
 
 from devices import service
 from eldercare.mqtt import accepts_login
+from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import ELDERCARE, ROOT, cli, cli_json, now_ms, wait_for
 
 
@@ -188,3 +189,31 @@ def test_reassigned_device_backlog_goes_to_the_resident_who_wore_it(register, in
         what="both stored",
     )
     assert rows == [("new", second), ("old", first)]
+
+
+def test_a_device_cannot_take_over_the_service_account(env, conn, endpoint):
+    before = conn.execute(
+        "SELECT role, password_hash, device_id FROM broker_account WHERE username = %s",
+        (SERVICE_USER,),
+    ).fetchone()
+    try:
+        result = cli("devices", "add", SERVICE_USER, "--kind", "wristband", env=env, check=False)
+        assert result.returncode != 0
+        assert "are reserved for eldercare's own" in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        after = conn.execute(
+            "SELECT role, password_hash, device_id FROM broker_account WHERE username = %s",
+            (SERVICE_USER,),
+        ).fetchone()
+        assert after == before == ("service", before[1], None)
+        assert (
+            conn.execute("SELECT 1 FROM device WHERE device_id = %s", (SERVICE_USER,)).fetchone()
+            is None
+        )
+        assert accepts_login(endpoint, SERVICE_USER, SERVICE_PASSWORD)
+    finally:  # should this ever fail: give the rest of the session its service login back
+        conn.execute(
+            "UPDATE broker_account SET role = %s, password_hash = %s, device_id = NULL "
+            "WHERE username = %s",
+            (before[0], before[1], SERVICE_USER),
+        )
