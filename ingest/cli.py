@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import signal
 import threading
@@ -165,12 +166,17 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     json: JsonOpt = False,
 ) -> None:
-    """Rejected messages, newest first, with reason, detail and raw payload."""
+    """Rejected messages, newest first, with reason, detail and raw payload.
+
+    With --json each has `payload` as text for reading (undecodable bytes shown as \\xNN) and
+    `payload_base64`, the exact bytes."""
     params = {"reason": reason, "since": since(since_) if since_ else None, "limit": limit}
     with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(queries.SELECT_QUARANTINE, params).fetchall()
     for row in rows:
-        row["payload"] = bytes(row["payload"]).decode("utf-8", errors="backslashreplace")
+        raw = bytes(row["payload"])
+        row["payload"] = raw.decode("utf-8", errors="backslashreplace")
+        row["payload_base64"] = base64.b64encode(raw).decode("ascii")
     if json:
         emit_json(rows)
         return

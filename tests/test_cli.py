@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -217,3 +218,19 @@ def test_a_device_cannot_take_over_the_service_account(env, conn, endpoint):
             "WHERE username = %s",
             (before[0], before[1], SERVICE_USER),
         )
+
+
+def test_quarantine_list_gives_the_exact_bytes_in_base64(register, ingestor, conn, env):
+    device = register("wristband")
+    raw = b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": 70}, "note": "\xff\xfe\\x"}'
+    device.publish("telemetry", raw, raw=True)
+    wait_for(
+        lambda: conn.execute(
+            "SELECT 1 FROM quarantine WHERE device_id = %s", (device.device_id,)
+        ).fetchone(),
+        what="quarantined",
+    )
+    listed = cli_json("quarantine", "list", "--reason", "invalid_utf8", env=env)
+    (row,) = [r for r in listed if r["device_id"] == device.device_id]
+    assert base64.b64decode(row["payload_base64"]) == raw
+    assert "\\xff\\xfe" in row["payload"]  # still readable as text
