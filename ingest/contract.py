@@ -49,6 +49,7 @@ class Reason(StrEnum):
     RETIRED_DEVICE = "retired_device"
     UNBOUND_DEVICE = "unbound_device"
     STORAGE_ERROR = "storage_error"
+    PARSE_FAILURE = "parse_failure"  # the parser itself failed: a bug, logged with its traceback
 
 
 class Repair(StrEnum):
@@ -66,7 +67,7 @@ class Repair(StrEnum):
     INVALID_MSG_ID = "invalid_msg_id"  # missing or malformed msg_id: one derived from the message
     TYPE_NORMALISED = "type_normalised"  # e.g. "SOS" stored as "sos"
     RETIRED_DEVICE = "retired_device"  # from a device retired in the registry
-    PAYLOAD_REFUSED = "payload_refused"  # the database refused the JSON: stored without it
+    PAYLOAD_REFUSED = "payload_refused"  # the database refused the JSON (or it nests absurdly deep)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def decode_json(payload: bytes) -> Any:
         json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except Invalid:
         raise
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than orjson's 1024 levels: recursion
         pass
     raise Invalid(Reason.INVALID_JSON, f"not valid JSON: {orjson_error}")
 
@@ -318,7 +319,7 @@ def parse_telemetry(
                 if len(elements) == len(objects):
                     raw = elements[index]
                 else:
-                    raw, where = orjson.dumps(obj), where + "(re-encoded) "
+                    raw, where = payload, where + "(payload: the whole array) "
             parsed.rejections.append(Rejection(exc.reason, where + exc.detail, raw))
     return parsed
 
@@ -343,7 +344,7 @@ def _array_elements(payload: bytes) -> list[bytes]:
             if text[pos : pos + 1] == ",":
                 pos = _skip_space(text, pos + 1)
         return elements
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
 
 
@@ -359,6 +360,13 @@ def parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -
     parser, not an object, too large): everything else that is wrong with it is repaired and listed
     in `problems`, because a person pressed a button. Other events follow the contract strictly.
     """
+    try:
+        return _parse_event(device_id, payload, now, limits)
+    except RecursionError:  # the lenient parser's or the NUL scan's, on absurdly nested JSON
+        raise Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event") from None
+
+
+def _parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -> DeviceEvent:
     obj, lenient_read = _decode_event(payload)
     emergency = _emergency_type(obj.get("type")) if isinstance(obj, dict) else None
     if lenient_read is not None and emergency is None:
@@ -407,7 +415,16 @@ def parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -
         lat, lon = _location(obj.get("location"))
     except Invalid as exc:
         checks.fail(exc, Repair.INVALID_LOCATION, "location left out")
-    if _has_nul(obj):
+    try:
+        has_nul = _has_nul(obj)
+    except RecursionError:
+        checks.fail(
+            Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event"),
+            Repair.PAYLOAD_REFUSED,
+            "stored without its payload",
+        )
+        obj, has_nul = {}, False
+    if has_nul:
         checks.fail(
             Invalid(Reason.INVALID_STRUCTURE, "strings must not contain NUL (\\u0000)"),
             Repair.NUL_REMOVED,

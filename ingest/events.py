@@ -28,7 +28,7 @@ from ingest.contract import (
     parse_status,
     topic_parts,
 )
-from ingest.pipeline import Incoming, Quarantined, _quarantine_params
+from ingest.pipeline import Incoming, Quarantined, _quarantine_params, parse_failure
 from ingest.registry import DeviceRegistry
 from store.db import is_transient
 
@@ -94,6 +94,11 @@ class EventWriter:
             if is_transient(exc):
                 raise
             self._quarantine(message, device_id, Reason.STORAGE_ERROR, _refusal(exc))
+            return None
+        except Exception as exc:  # a parser bug: see pipeline.parse_failure
+            log.exception("parsing a message from %s failed", device_id)
+            failure = parse_failure(exc, message.payload)
+            self._quarantine(message, device_id, failure.reason, failure.detail)
             return None
         if problem is Reason.RETIRED_DEVICE:
             if not event.is_emergency:

@@ -97,7 +97,14 @@ def build_batch(
                 Rejection(problem, f"device {device_id} is {what}", message.payload),
             )
             continue
-        parsed: ParsedTelemetry = parse_telemetry(device_id, message.payload, now, limits)
+        try:
+            parsed: ParsedTelemetry = parse_telemetry(device_id, message.payload, now, limits)
+        except Exception as exc:
+            # A bug in the parser: one message must not stop ingest (nor, by ending the process,
+            # crash-loop it on every redelivery). Kept for diagnosis.
+            log.exception("parsing a message from %s failed", device_id)
+            batch.reject(message, device_id, parse_failure(exc, message.payload))
+            continue
         for rejection in parsed.rejections:
             batch.reject(message, device_id, rejection)
         for obj in parsed.objects:
@@ -127,6 +134,14 @@ def build_batch(
                 )
         batch.last_seen[device_id] = message.received_at  # messages come in arrival order
     return batch
+
+
+def parse_failure(exc: Exception, payload: bytes) -> Rejection:
+    return Rejection(
+        Reason.PARSE_FAILURE,
+        f"the ingestor could not parse it: {type(exc).__name__}: {exc}",
+        payload,
+    )
 
 
 class TelemetryWriter:

@@ -253,3 +253,16 @@ def test_other_events_follow_the_contract_strictly(raw, reason):
     with pytest.raises(Invalid) as exc:
         parse_event("sos-1", raw, NOW, LIMITS)
     assert exc.value.reason is reason
+
+
+def test_absurd_nesting_is_refused_not_raised():
+    parsed = parse_telemetry("wb-1", b"[" * 5000, NOW, LIMITS)
+    assert [r.reason for r in parsed.rejections] == [Reason.INVALID_JSON]
+    for raw in (b"[" * 5000, b'{"type": "sos_cancel", "x": ' + b"[" * 5000 + b"}"):
+        with pytest.raises(Invalid):
+            parse_event("sos-1", raw, NOW, LIMITS)
+    # Deep but valid JSON in an emergency: the sos counts, its payload is left out.
+    deep = b'{"msg_id": "e", "type": "sos", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    event = parse_event("sos-1", deep, NOW, LIMITS)
+    assert (event.type, event.payload) == ("sos", {})
+    assert [p.repair.value for p in event.problems] == ["payload_refused"]

@@ -88,6 +88,7 @@ BAD_CORPUS = [
         "invalid_utf8",
         b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": 70}, "note": "\xff\xfe"}',
     ),
+    ("invalid_json", b"[" * 5000),  # deeper than any parser's recursion: must not kill ingest
 ]
 
 
