@@ -115,8 +115,9 @@ class EventWriter:
     ) -> DeviceAck | None:
         try:
             stored = self._insert_event(device_id, event, message)
-        except psycopg.Error as exc:
-            if is_transient(exc):
+        # Not only the database's refusals: encoding the payload as JSON can fail too (nesting).
+        except (psycopg.Error, ValueError, TypeError, RecursionError) as exc:
+            if isinstance(exc, psycopg.Error) and is_transient(exc):
                 raise
             if not event.is_emergency:
                 self._quarantine(message, device_id, Reason.STORAGE_ERROR, _refusal(exc))
@@ -225,5 +226,7 @@ class EventWriter:
             self.conn.execute(queries.INSERT_QUARANTINE, _quarantine_params(item))
 
 
-def _refusal(exc: psycopg.Error) -> str:
-    return f"the database refused it: {exc.diag.message_primary or exc}"[:500]
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error):
+        return f"the database refused it: {exc.diag.message_primary or exc}"[:500]
+    return f"it could not be encoded for the database: {type(exc).__name__}: {exc}"[:500]
