@@ -59,12 +59,16 @@ RETIRE_DEVICE = (
     "UPDATE device SET status = 'retired', retired_at = now(), online = false WHERE device_id = %s"
 )
 
+# Never turns one kind of account into another: a device named like the service account (or the
+# reverse) would lock the backend out of the broker at the next sync. No row back: refused.
 UPSERT_ACCOUNT = """
 INSERT INTO broker_account (username, password_hash, role, device_id)
 VALUES (%(username)s, %(password_hash)s, %(role)s, %(device_id)s)
 ON CONFLICT (username) DO UPDATE
-SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, device_id = EXCLUDED.device_id,
-    revoked_at = NULL
+SET password_hash = EXCLUDED.password_hash, revoked_at = NULL
+WHERE broker_account.role = EXCLUDED.role
+  AND broker_account.device_id IS NOT DISTINCT FROM EXCLUDED.device_id
+RETURNING username
 """
 
 REVOKE_ACCOUNT = (

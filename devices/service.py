@@ -22,6 +22,11 @@ class RegistryError(Exception):
     """A request the registry refuses; the message says what to do instead."""
 
 
+# Broker logins of the backend's own processes (ELDERCARE_MQTT_SERVICE_USERNAME) live here: a
+# device id in this namespace could take over or shadow one of them.
+RESERVED_PREFIX = "eldercare-"
+
+
 @dataclass(frozen=True)
 class EmergencyContact:
     name: str
@@ -141,6 +146,11 @@ def add_device(
     """Register a device (bound to `resident_id` from `bound_from`, default now) with a new login."""
     if kind not in DEVICE_KINDS:
         raise RegistryError(f"unknown device kind {kind!r}; known: {', '.join(DEVICE_KINDS)}")
+    if device_id.lower().startswith(RESERVED_PREFIX):
+        raise RegistryError(
+            f"device ids starting with {RESERVED_PREFIX!r} are reserved for eldercare's own "
+            "broker accounts; choose another id"
+        )
     password = new_password()
     try:
         with conn.transaction():
@@ -229,7 +239,7 @@ def ensure_service_account(conn: psycopg.Connection, *, username: str, password:
 def _set_account(
     conn: psycopg.Connection, *, username: str, password: str, role: str, device_id: str | None
 ) -> None:
-    conn.execute(
+    row = conn.execute(
         queries.UPSERT_ACCOUNT,
         {
             "username": username,
@@ -237,7 +247,17 @@ def _set_account(
             "role": role,
             "device_id": device_id,
         },
-    )
+    ).fetchone()
+    if row is None:
+        other = "a service account" if role == "device" else "a device"
+        raise RegistryError(
+            f"broker username {username!r} already belongs to {other}; "
+            + (
+                "choose another device id"
+                if role == "device"
+                else "set ELDERCARE_MQTT_SERVICE_USERNAME to a name no device uses"
+            )
+        )
 
 
 def datetime_now(conn: psycopg.Connection) -> datetime:

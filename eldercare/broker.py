@@ -24,6 +24,8 @@ password_file {auth_dir}/passwd
 acl_file {auth_dir}/acl
 persistence true
 persistence_location {data_dir}/
+# A crash loses what arrived since the last save and was not yet stored by ingest; each save writes
+# the whole queue, which costs only while a backlog exists (deploy/mosquitto/mosquitto.conf).
 autosave_interval 10
 pid_file {pid_file}
 {user_line}

@@ -72,7 +72,8 @@ RawHandler = Callable[[str, bytes, int, bool], None]
 
 
 class _Client(paho.Client):
-    # Set by Connection: QoS 1 PUBLISHes go straight to it as (topic, payload, mid, retain).
+    # Set by Connection: QoS 0 and 1 PUBLISHes go straight to it as (topic, payload, mid, retain),
+    # mid 0 for QoS 0 (which has no packet identifier; real ones are 1-65535).
     raw_publish_handler: RawHandler | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
@@ -80,17 +81,19 @@ class _Client(paho.Client):
         per-topic callback matching — together half of paho's per-message cost (py-spy)."""
         handler = self.raw_publish_handler
         header = self._in_packet["command"]
-        if (
-            handler is None
-            or (header & 0x06) >> 1 != 1
-            or self._protocol != MQTTProtocolVersion.MQTTv5
-        ):
+        qos = (header & 0x06) >> 1
+        if handler is None or qos > 1 or self._protocol != MQTTProtocolVersion.MQTTv5:
             return super()._handle_publish()
         packet = self._in_packet["packet"]
         topic_end = 2 + int.from_bytes(packet[0:2], "big")
         topic = packet[2:topic_end].decode("utf-8", errors="replace")
-        mid = int.from_bytes(packet[topic_end : topic_end + 2], "big")
-        pos, multiplier, properties_length = topic_end + 2, 1, 0
+        if qos:
+            mid = int.from_bytes(packet[topic_end : topic_end + 2], "big")
+            pos = topic_end + 2
+        else:
+            # A device that publishes with QoS 0 gets no guarantee, but what arrives is stored.
+            mid, pos = 0, topic_end
+        multiplier, properties_length = 1, 0
         while True:  # the properties' length, an MQTT variable byte integer
             byte = packet[pos]
             pos += 1
@@ -207,7 +210,7 @@ class Connection:
     """A long-lived subscriber: persistent session, QoS 1, re-subscribes after every reconnect.
 
     `on_message(topic, payload, mid, generation)` runs on paho's network thread; it must only hand
-    over (it must not block or touch the database).
+    over (it must not block or touch the database). QoS 0 messages come with mid 0.
     `ack(mid, generation)` may be called from any thread; acks of an older generation are dropped,
     because the broker redelivers those messages on the new session anyway.
     """
@@ -263,15 +266,18 @@ class Connection:
         self.client.loop_stop()
 
     def ack(self, mid: int, generation: int) -> None:
+        """mid 0 (a QoS 0 message) needs no acknowledgement."""
         with self._lock:
-            if generation == self.generation:
+            if mid and generation == self.generation:
                 self.client.ack(mid, 1)
 
     def ack_many(self, acks: Iterable[tuple[int, int]]) -> None:
         """Acknowledge (mid, generation) pairs with one write instead of one packet each."""
         with self._lock:
             packet = b"".join(
-                struct.pack("!BBH", PUBACK, 2, mid) for mid, gen in acks if gen == self.generation
+                struct.pack("!BBH", PUBACK, 2, mid)
+                for mid, gen in acks
+                if mid and gen == self.generation
             )
             if packet:
                 # paho queues raw packets; PUBACKs need no bookkeeping on the client side.

@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,16 +48,26 @@ class MqttEndpoint:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, safe to print and log."""
+    """A database URL or keyword conninfo (`host=… password=…`) without its password, in the
+    userinfo or as a `password` parameter: safe to print and log."""
+    if "://" not in url:
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            return "(an unreadable connection string, not shown: it may hold a password)"
+        params.pop("password", None)
+        return make_conninfo("", **params)
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{hosts}" if user else hosts
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, v) for k, v in pairs if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import signal
 import threading
@@ -45,6 +46,15 @@ def ingest(
             "--leave", help="On exit, end this instance's broker session for good (scaling down)."
         ),
     ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Only apply the retention once (old message ids, quarantine) and print what was "
+            "deleted; every ingest process also does this every ELDERCARE_INGEST_MAINTENANCE_"
+            "INTERVAL_S.",
+        ),
+    ] = False,
 ) -> None:
     """Consume device telemetry, events and status from the broker into the database.
 
@@ -56,6 +66,9 @@ def ingest(
     context.configure_logging(cfg.log_level)
     overrides = {"instance": instance} if instance else {}
     ingest_cfg = IngestSettings(**overrides)  # type: ignore[arg-type]
+    if prune:
+        _prune_once(ingest_cfg)
+        return
     if role not in ROLES:
         fail(f"--role must be one of {', '.join(ROLES)}")
     claim = None
@@ -77,6 +90,17 @@ def ingest(
     ingestor.stop(leave=leave)
     if claim is not None:
         claim.release()
+
+
+def _prune_once(ingest_cfg: IngestSettings) -> None:
+    from dataclasses import asdict
+
+    from ingest.contract import now_utc
+    from ingest.maintenance import prune
+
+    with context.database() as conn:  # autocommit: each batch commits
+        pruned = prune(conn, ingest_cfg.retention, now_utc())
+    emit_json(asdict(pruned))
 
 
 def readings(
@@ -142,12 +166,17 @@ def quarantine_list(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     json: JsonOpt = False,
 ) -> None:
-    """Rejected messages, newest first, with reason, detail and raw payload."""
+    """Rejected messages, newest first, with reason, detail and raw payload.
+
+    With --json each has `payload` as text for reading (undecodable bytes shown as \\xNN) and
+    `payload_base64`, the exact bytes."""
     params = {"reason": reason, "since": since(since_) if since_ else None, "limit": limit}
     with context.database() as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(queries.SELECT_QUARANTINE, params).fetchall()
     for row in rows:
-        row["payload"] = bytes(row["payload"]).decode("utf-8", errors="backslashreplace")
+        raw = bytes(row["payload"])
+        row["payload"] = raw.decode("utf-8", errors="backslashreplace")
+        row["payload_base64"] = base64.b64encode(raw).decode("ascii")
     if json:
         emit_json(rows)
         return

@@ -3,24 +3,32 @@
 Two independent broker sessions per process, so that an SOS never waits behind telemetry:
 - telemetry: `$share/<group>/eldercare/v1/devices/+/telemetry`, batched by a writer thread;
 - events and status: `$share/<group>-events/...`, each message stored and acknowledged on its own.
+
+A writer thread that meets an error it does not know ends the whole process (exit status 70), so
+that the supervisor (`eldercare run`, compose's restart policy) starts a fresh one: a process whose
+writer died would otherwise keep its broker session and receive messages it never stores. Nothing
+is lost that way: what was not acknowledged, the broker keeps for the persistent session.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import psycopg
 
 from eldercare.mqtt import Connection
 from eldercare.settings import Settings
 from ingest.events import EventWriter
+from ingest.maintenance import Maintenance
 from ingest.pipeline import Incoming, TelemetryWriter
 from ingest.settings import IngestSettings
-from store.db import connect_with_retry
+from store.db import connect_with_retry, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +71,35 @@ class _Inbox:
         return []
 
 
+EXIT_FATAL = 70  # EX_SOFTWARE: an internal error, restart me
+
+
+def exit_process(name: str) -> NoReturn:
+    """Called from a writer thread: sys.exit there would end only the thread."""
+    log.critical(
+        "%s: unexpected error (above); exiting with status %d so that a fresh process takes over "
+        "— unacknowledged messages stay with the broker",
+        name,
+        EXIT_FATAL,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_FATAL)
+
+
+FatalHandler = Callable[[str], None]
+
+
 def _run_with_database(
     url: str,
     name: str,
     stop: threading.Event,
     build: Callable[[psycopg.Connection], None],
+    on_fatal: FatalHandler = exit_process,
 ) -> None:
-    """Call `build(conn)` with a fresh connection, reconnecting after the database went away."""
+    """Call `build(conn)` with a fresh connection; after a transient database error (lost
+    connection, read-only after a failover, deadlock) reconnect and call it again, the work in
+    hand unacknowledged. Any other exception goes to `on_fatal` (by default: exit the process)."""
     while not stop.is_set():
         try:
             conn = connect_with_retry(url, application_name=name)
@@ -77,12 +107,23 @@ def _run_with_database(
             log.error("%s: database unreachable (%s); retrying", name, exc)
             stop.wait(2)
             continue
+        except Exception:
+            log.exception("%s: cannot connect to the database", name)
+            on_fatal(name)
+            return
         try:
             build(conn)
             return
-        except psycopg.OperationalError as exc:
+        except Exception as exc:
+            if not (isinstance(exc, psycopg.Error) and is_transient(exc)):
+                log.exception("%s failed", name)
+                on_fatal(name)
+                return
             log.error(
-                "%s: lost the database (%s); reconnecting, nothing was acknowledged", name, exc
+                "%s: database error (%s: %s); reconnecting, nothing was acknowledged",
+                name,
+                type(exc).__name__,
+                str(exc).strip(),
             )
             stop.wait(1)
         finally:
@@ -95,10 +136,16 @@ class _Consumer:
     name = "consumer"
 
     def __init__(
-        self, settings: Settings, ingest: IngestSettings, subscriptions: list[str], max_batch: int
+        self,
+        settings: Settings,
+        ingest: IngestSettings,
+        subscriptions: list[str],
+        max_batch: int,
+        on_fatal: FatalHandler = exit_process,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
+        self.on_fatal = on_fatal
         self.inbox = _Inbox(max_batch)
         self.stop_event = threading.Event()
         self._pending: list[Incoming] = []  # taken but not yet committed (kept across reconnects)
@@ -126,7 +173,9 @@ class _Consumer:
 
     def _run(self) -> None:
         url = self.settings.require_database_url()
-        _run_with_database(url, f"eldercare-ingest-{self.name}", self.stop_event, self._loop)
+        _run_with_database(
+            url, f"eldercare-ingest-{self.name}", self.stop_event, self._loop, self.on_fatal
+        )
 
     def _loop(self, conn: psycopg.Connection) -> None:
         raise NotImplementedError
@@ -137,9 +186,11 @@ class TelemetryConsumer(_Consumer):
 
     name = "telemetry"
 
-    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+    def __init__(
+        self, settings: Settings, ingest: IngestSettings, on_fatal: FatalHandler = exit_process
+    ) -> None:
         subscription = f"$share/{ingest.share_group}/{TELEMETRY_TOPIC}"
-        super().__init__(settings, ingest, [subscription], ingest.max_batch)
+        super().__init__(settings, ingest, [subscription], ingest.max_batch, on_fatal)
         self.writer: TelemetryWriter | None = None
 
     def stop(self, *, leave: bool = False) -> None:
@@ -168,11 +219,12 @@ class EventConsumer(_Consumer):
 
     name = "events"
 
-    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+    def __init__(
+        self, settings: Settings, ingest: IngestSettings, on_fatal: FatalHandler = exit_process
+    ) -> None:
         group = f"{ingest.share_group}-events"
-        super().__init__(
-            settings, ingest, [f"$share/{group}/{topic}" for topic in EVENT_TOPICS], 1000
-        )
+        topics = [f"$share/{group}/{topic}" for topic in EVENT_TOPICS]
+        super().__init__(settings, ingest, topics, 1000, on_fatal)
 
     def _loop(self, conn: psycopg.Connection) -> None:
         writer = EventWriter(conn, self.ingest.limits)
@@ -198,24 +250,34 @@ class Ingestor:
     interpreter lock entirely; one process with both is simpler for small sites.
     """
 
-    def __init__(self, settings: Settings, ingest: IngestSettings, role: str = "all") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ingest: IngestSettings,
+        role: str = "all",
+        *,
+        on_fatal: FatalHandler = exit_process,
+    ) -> None:
         if not ingest.instance:
             raise ValueError("an ingestor needs a stable instance name (see ingest/slots.py)")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.consumers: list[_Consumer] = []
         if role in ("all", "events"):
-            self.consumers.append(EventConsumer(settings, ingest))
+            self.consumers.append(EventConsumer(settings, ingest, on_fatal))
         if role in ("all", "telemetry"):
-            self.consumers.append(TelemetryConsumer(settings, ingest))
+            self.consumers.append(TelemetryConsumer(settings, ingest, on_fatal))
+        self.maintenance = Maintenance(settings.require_database_url(), ingest)
 
     def start(self) -> None:
         for consumer in self.consumers:
             consumer.start()
+        self.maintenance.start()
 
     def wait_subscribed(self, timeout: float) -> bool:
         return all(c.connection.subscribed.wait(timeout) for c in self.consumers)
 
     def stop(self, *, leave: bool = False) -> None:
+        self.maintenance.stop()
         for consumer in self.consumers:
             consumer.stop(leave=leave)

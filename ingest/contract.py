@@ -6,10 +6,11 @@ come out. The pipeline decides what to store and what to quarantine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -48,6 +49,34 @@ class Reason(StrEnum):
     RETIRED_DEVICE = "retired_device"
     UNBOUND_DEVICE = "unbound_device"
     STORAGE_ERROR = "storage_error"
+    PARSE_FAILURE = "parse_failure"  # the parser itself failed: a bug, logged with its traceback
+
+
+class Repair(StrEnum):
+    """What was wrong with an emergency (sos, fall) that was stored anyway, and repaired how."""
+
+    CLOCK_SKEW = (
+        "clock_skew"  # ts unusable (device clock unset, in the future …): arrival time used
+    )
+    INVALID_LOCATION = "invalid_location"  # location unusable: left out
+    NUL_REMOVED = "nul_removed"  # NUL characters (which PostgreSQL cannot store) removed
+    INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced by U+FFFD
+    INVALID_JSON = "invalid_json"  # JSON only a lenient parser accepts (e.g. lone surrogates)
+    NON_FINITE = "non_finite"  # NaN / Infinity replaced by null
+    DEVICE_MISMATCH = "device_mismatch"  # payload names another device: the topic's is used
+    INVALID_MSG_ID = "invalid_msg_id"  # missing or malformed msg_id: one derived from the message
+    TYPE_NORMALISED = "type_normalised"  # e.g. "SOS" stored as "sos"
+    RETIRED_DEVICE = "retired_device"  # from a device retired in the registry
+    PAYLOAD_REFUSED = "payload_refused"  # the database refused the JSON (or it nests absurdly deep)
+
+
+@dataclass(frozen=True)
+class Problem:
+    repair: Repair
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"code": self.repair.value, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -93,10 +122,15 @@ class DeviceEvent:
     lat: float | None
     lon: float | None
     payload: dict[str, Any]
+    # Non-empty only for an emergency that was stored despite faults (its raw bytes are kept then).
+    problems: tuple[Problem, ...] = ()
 
     @property
     def is_emergency(self) -> bool:
         return self.type in EMERGENCY_EVENTS
+
+    def with_problem(self, problem: Problem, **changes: Any) -> DeviceEvent:
+        return replace(self, problems=(*self.problems, problem), **changes)
 
 
 @dataclass(frozen=True)
@@ -141,7 +175,7 @@ def decode_json(payload: bytes) -> Any:
         json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except Invalid:
         raise
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than orjson's 1024 levels: recursion
         pass
     raise Invalid(Reason.INVALID_JSON, f"not valid JSON: {orjson_error}")
 
@@ -271,43 +305,230 @@ def parse_telemetry(
     objects = document if isinstance(document, list) else [document]
     if not objects:
         parsed.rejections.append(Rejection(Reason.EMPTY_READINGS, "empty array", payload))
+    elements: list[bytes] | None = None
     for index, obj in enumerate(objects):
         try:
             parsed.objects.append(parse_telemetry_object(obj, device_id, now, limits))
         except Invalid as exc:
-            raw = payload if len(objects) == 1 else orjson.dumps(obj)
             where = f"[{index}] " if isinstance(document, list) else ""
+            if len(objects) == 1:
+                raw = payload
+            else:
+                # Rare (rejections only), so the array is scanned again only then.
+                elements = _array_elements(payload) if elements is None else elements
+                if len(elements) == len(objects):
+                    raw = elements[index]
+                else:
+                    raw, where = payload, where + "(payload: the whole array) "
             parsed.rejections.append(Rejection(exc.reason, where + exc.detail, raw))
     return parsed
 
 
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _array_elements(payload: bytes) -> list[bytes]:
+    """The exact bytes of each element of a top-level JSON array ([] when it cannot tell)."""
+    try:
+        text = payload.decode("utf-8")  # valid UTF-8 (already parsed): slices re-encode exactly
+        decoder = json.JSONDecoder()
+        pos = _skip_space(text, 0)
+        if text[pos : pos + 1] != "[":
+            return []
+        pos = _skip_space(text, pos + 1)
+        elements: list[bytes] = []
+        while text[pos : pos + 1] not in ("]", ""):
+            _value, end = decoder.raw_decode(text, pos)
+            elements.append(text[pos:end].encode("utf-8"))
+            pos = _skip_space(text, end)
+            if text[pos : pos + 1] == ",":
+                pos = _skip_space(text, pos + 1)
+        return elements
+    except (ValueError, RecursionError):
+        return []
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _JSON_SPACE.match(text, pos)
+    return match.end() if match else pos
+
+
 def parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -> DeviceEvent:
-    """An emergency call or device-detected event; `ts` may be left out (then: received now)."""
-    obj = decode_json(payload)
+    """An emergency call or device-detected event; `ts` may be left out (then: `now`, the arrival).
+
+    An emergency (sos, fall) is refused only when nothing usable is left (not JSON even to a lenient
+    parser, not an object, too large): everything else that is wrong with it is repaired and listed
+    in `problems`, because a person pressed a button. Other events follow the contract strictly.
+    """
+    try:
+        return _parse_event(device_id, payload, now, limits)
+    except RecursionError:  # the lenient parser's or the NUL scan's, on absurdly nested JSON
+        raise Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event") from None
+
+
+def _parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -> DeviceEvent:
+    obj, lenient_read = _decode_event(payload)
+    emergency = _emergency_type(obj.get("type")) if isinstance(obj, dict) else None
+    if lenient_read is not None and emergency is None:
+        raise lenient_read
     if not isinstance(obj, dict):
         raise Invalid(Reason.INVALID_STRUCTURE, "an event must be a JSON object")
-    _check_device(obj, device_id)
-    msg_id = _msg_id(obj)
-    kind = obj.get("type")
-    if not isinstance(kind, str) or not _EVENT_TYPE_RE.match(kind):
-        raise Invalid(
-            Reason.INVALID_STRUCTURE, "type must be a lower-case word such as sos, fall, sos_cancel"
+    salvage = []
+    if lenient_read is not None:
+        salvage.append(
+            Problem(Repair(lenient_read.reason.value), f"{lenient_read.detail}: read leniently")
         )
-    occurred_at = now if obj.get("ts") is None else parse_timestamp(obj["ts"], now, limits)
-    lat = lon = None
-    location = obj.get("location")
-    if location is not None:
-        if not isinstance(location, dict):
-            raise Invalid(
-                Reason.INVALID_STRUCTURE, 'location must be {"lat": number, "lon": number}'
+    checks = _Checks(lenient=emergency is not None, problems=salvage)
+    try:
+        _check_device(obj, device_id)
+    except Invalid as exc:
+        checks.fail(exc, Repair.DEVICE_MISMATCH, "stored for the topic's device")
+    try:
+        msg_id = _msg_id(obj)
+    except Invalid as exc:
+        msg_id = _derived_msg_id(obj.get("msg_id"), payload)
+        checks.fail(exc, Repair.INVALID_MSG_ID, f"stored as {msg_id}")
+    if emergency is not None:
+        kind = emergency
+        if obj.get("type") != kind:
+            checks.problems.append(
+                Problem(Repair.TYPE_NORMALISED, f"type {obj.get('type')!r} read as {kind!r}")
             )
-        lat, lon = (
-            _number("location.lat", location.get("lat")),
-            _number("location.lon", location.get("lon")),
+    else:
+        claimed = obj.get("type")
+        if not isinstance(claimed, str) or not _EVENT_TYPE_RE.match(claimed):
+            raise Invalid(
+                Reason.INVALID_STRUCTURE,
+                "type must be a lower-case word such as sos, fall, sos_cancel",
+            )
+        kind = claimed
+    occurred_at = now
+    if obj.get("ts") is not None:
+        try:
+            occurred_at = parse_timestamp(obj["ts"], now, limits)
+        except Invalid as exc:
+            checks.fail(
+                exc, Repair.CLOCK_SKEW, "occurred_at set to the time it arrived; check its clock"
+            )
+    lat = lon = None
+    try:
+        lat, lon = _location(obj.get("location"))
+    except Invalid as exc:
+        checks.fail(exc, Repair.INVALID_LOCATION, "location left out")
+    try:
+        has_nul = _has_nul(obj)
+    except RecursionError:
+        checks.fail(
+            Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event"),
+            Repair.PAYLOAD_REFUSED,
+            "stored without its payload",
         )
-        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise Invalid(Reason.OUT_OF_RANGE, f"location {lat},{lon} is not on Earth")
-    return DeviceEvent(device_id, msg_id, kind, occurred_at, lat, lon, obj)
+        obj, has_nul = {}, False
+    if has_nul:
+        checks.fail(
+            Invalid(Reason.INVALID_STRUCTURE, "strings must not contain NUL (\\u0000)"),
+            Repair.NUL_REMOVED,
+            "removed",
+        )
+    if checks.problems:
+        obj = _storable(obj)
+    return DeviceEvent(device_id, msg_id, kind, occurred_at, lat, lon, obj, tuple(checks.problems))
+
+
+@dataclass
+class _Checks:
+    """Contract violations: refused (strict), or recorded with their repair (an emergency)."""
+
+    lenient: bool
+    problems: list[Problem]
+
+    def fail(self, exc: Invalid, repair: Repair, consequence: str) -> None:
+        if not self.lenient:
+            raise exc
+        self.problems.append(Problem(repair, f"{exc.detail}: {consequence}"))
+
+
+def _emergency_type(value: Any) -> str | None:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in EMERGENCY_EVENTS:
+            return word
+    return None
+
+
+def _decode_event(payload: bytes) -> tuple[Any, Invalid | None]:
+    """Strict JSON; or what a lenient parser makes of it, with the strict refusal, which stands
+    unless the message is an emergency."""
+    try:
+        return decode_json(payload), None
+    except Invalid as exc:
+        if exc.reason not in (Reason.INVALID_UTF8, Reason.INVALID_JSON, Reason.NON_FINITE):
+            raise
+        strict = exc
+    text = payload.decode("utf-8", errors="replace")
+    try:
+        return json.loads(
+            text, parse_constant=lambda _name: None, parse_float=_finite_or_none
+        ), strict
+    except ValueError:
+        raise strict from None
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _derived_msg_id(claimed: Any, payload: bytes) -> str:
+    """Stable for a re-send of the same message, so that it is still stored only once."""
+    if claimed is None or claimed == "":
+        data = payload
+    else:
+        data = (claimed if isinstance(claimed, str) else repr(claimed)).encode(errors="replace")
+    return "derived-" + hashlib.sha256(data).hexdigest()[:40]
+
+
+def _location(value: Any) -> tuple[float | None, float | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise Invalid(Reason.INVALID_STRUCTURE, 'location must be {"lat": number, "lon": number}')
+    lat, lon = _number("location.lat", value.get("lat")), _number("location.lon", value.get("lon"))
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise Invalid(Reason.OUT_OF_RANGE, f"location {lat},{lon} is not on Earth")
+    return lat, lon
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _storable(value: Any) -> Any:
+    """`value` without what PostgreSQL's jsonb cannot hold: NUL characters, lone surrogates."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "")
+        return value if value.isascii() else value.encode(errors="replace").decode()
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def claimed_msg_id(payload: bytes) -> str | None:
+    """The msg_id a refused message claims, to answer it on the ack topic."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    msg_id = obj.get("msg_id") if isinstance(obj, dict) else None
+    return msg_id[:64] if isinstance(msg_id, str) else None
 
 
 def parse_status(device_id: str, payload: bytes, now: datetime, limits: Limits) -> DeviceStatus:
@@ -334,7 +555,7 @@ def parse_status(device_id: str, payload: bytes, now: datetime, limits: Limits) 
         obj["online"],
         reported_at,
         None if battery is None else round(battery),
-        firmware and firmware[:64],
+        firmware and firmware.replace("\x00", "")[:64],  # PostgreSQL text holds no NUL
     )
 
 

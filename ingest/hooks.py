@@ -28,6 +28,8 @@ class StoredEvent:
     received_at: datetime
     lat: float | None
     lon: float | None
+    # Repairs made to store an emergency despite faults (ingest/contract.py: Repair), if any.
+    problems: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class StoredEvent:
             "occurred_at": self.occurred_at.isoformat(),
             "received_at": self.received_at.isoformat(),
             "location": None if self.lat is None else {"lat": self.lat, "lon": self.lon},
+            "problems": list(self.problems),
         }
 
 

@@ -24,6 +24,7 @@ from ingest.contract import (
     topic_parts,
 )
 from ingest.registry import DeviceRegistry
+from store.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,14 @@ def build_batch(
                 Rejection(problem, f"device {device_id} is {what}", message.payload),
             )
             continue
-        parsed: ParsedTelemetry = parse_telemetry(device_id, message.payload, now, limits)
+        try:
+            parsed: ParsedTelemetry = parse_telemetry(device_id, message.payload, now, limits)
+        except Exception as exc:
+            # A bug in the parser: one message must not stop ingest (nor, by ending the process,
+            # crash-loop it on every redelivery). Kept for diagnosis.
+            log.exception("parsing a message from %s failed", device_id)
+            batch.reject(message, device_id, parse_failure(exc, message.payload))
+            continue
         for rejection in parsed.rejections:
             batch.reject(message, device_id, rejection)
         for obj in parsed.objects:
@@ -128,6 +136,14 @@ def build_batch(
     return batch
 
 
+def parse_failure(exc: Exception, payload: bytes) -> Rejection:
+    return Rejection(
+        Reason.PARSE_FAILURE,
+        f"the ingestor could not parse it: {type(exc).__name__}: {exc}",
+        payload,
+    )
+
+
 class TelemetryWriter:
     """Stores batches on one connection; a batch is one transaction."""
 
@@ -141,13 +157,14 @@ class TelemetryWriter:
         conn.commit()
 
     def write(self, messages: Sequence[Incoming]) -> None:
-        """Commit everything derived from `messages`; raises psycopg.OperationalError when the
-        database is unreachable (nothing is acknowledged then, the caller retries)."""
+        """Commit everything derived from `messages`; raises the database's transient errors
+        (unreachable, read-only, deadlock: store.db.is_transient) without quarantining anything,
+        and nothing is acknowledged then: the caller retries."""
         try:
             self._write(messages)
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
             # One message the database refuses must not hold back the others: isolate it.
             self.conn.rollback()
             log.warning(
@@ -156,9 +173,9 @@ class TelemetryWriter:
             for message in messages:
                 try:
                     self._write([message])
-                except psycopg.OperationalError:
-                    raise
                 except psycopg.Error as one_exc:
+                    if is_transient(one_exc):
+                        raise
                     self.conn.rollback()
                     self._quarantine_storage_error(message, one_exc)
 

@@ -41,9 +41,9 @@ WHERE d.device_id = v.device_id
 """
 
 INSERT_EVENT = """
-INSERT INTO device_event
-    (device_id, msg_id, type, occurred_at, received_at, resident_id, lat, lon, payload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO device_event (device_id, msg_id, type, occurred_at, received_at, resident_id, lat, lon,
+                          payload, ingest_problems, raw_payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (device_id, msg_id) DO NOTHING
 RETURNING id
 """
@@ -95,4 +95,34 @@ WHERE resident_id = %(resident_id)s
   AND (%(metric)s::text IS NULL OR metric = %(metric)s)
 ORDER BY bucket, metric
 LIMIT %(limit)s
+"""
+
+# Retention (ingest/maintenance.py). Batches by the received_at indexes.
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+
+PRUNE_TELEMETRY_MESSAGES = """
+DELETE FROM telemetry_message WHERE (device_id, msg_id) IN (
+    SELECT device_id, msg_id FROM telemetry_message WHERE received_at < %(before)s LIMIT %(limit)s
+)
+"""
+
+PRUNE_QUARANTINE_EXPIRED = """
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM quarantine WHERE received_at < %(before)s LIMIT %(limit)s
+)
+"""
+
+# Per device (and the messages of no device together), all but the newest `cap` rows.
+PRUNE_QUARANTINE_OVER_CAP = """
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM (
+        SELECT id, row_number() OVER (PARTITION BY device_id ORDER BY id DESC) AS newest
+        FROM quarantine
+        WHERE coalesce(device_id, '') IN (
+            SELECT coalesce(device_id, '') FROM quarantine GROUP BY 1 HAVING count(*) > %(cap)s
+        )
+    ) ranked
+    WHERE newest > %(cap)s
+)
 """

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.contract import Limits
+from ingest.maintenance import Retention
 
 
 class IngestSettings(BaseSettings):
@@ -23,10 +25,29 @@ class IngestSettings(BaseSettings):
     # Readings older than this (device backlog) are refused; newer than now + tolerance too.
     backfill_days: float = 7
     future_tolerance_s: float = 300
+    # Retention, applied by every ingest process in turn (ingest/maintenance.py); 0 turns it off.
+    maintenance_interval_s: float = Field(default=300, ge=0)
+    # Message ids are what makes a re-sent message count once; past the backfill window a re-send
+    # is refused as too old anyway, so they are kept that long plus this margin (at least the
+    # future tolerance: a message may claim a `ts` up to that far after its arrival).
+    message_id_margin_days: float = Field(default=1, ge=0.01)
+    # Rejected messages are for diagnosis, not an archive: 30 days at most, and at most this many
+    # (the newest) per device, so that one broken or hostile device cannot fill the disk.
+    quarantine_retention_days: float = Field(default=30, gt=0)
+    quarantine_per_device: int = Field(default=1000, ge=1)
 
     @property
     def limits(self) -> Limits:
         return Limits(
             future_tolerance=timedelta(seconds=self.future_tolerance_s),
             backfill_window=timedelta(days=self.backfill_days),
+        )
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(
+            message_ids=timedelta(days=self.backfill_days + self.message_id_margin_days)
+            + timedelta(seconds=self.future_tolerance_s),
+            quarantine=timedelta(days=self.quarantine_retention_days),
+            quarantine_per_device=self.quarantine_per_device,
         )

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
@@ -23,6 +24,14 @@ _KEEPALIVE = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that go away by themselves: lost connections, deadlocks and
+    serialization failures (psycopg's OperationalError covers those), and a read-only server, which
+    is what a primary that failed over to a standby looks like until the next connection. Work that
+    failed with one of these is retried, never quarantined."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
 
 
 def connect(
@@ -111,12 +120,12 @@ def migrate(url: str, *, timescale: str = "auto") -> list[str]:
 
 
 def _yoyo_url(url: str) -> str:
-    params = conninfo_to_dict(url)
-    user = params.get("user") or "postgres"
-    password = f":{params['password']}" if params.get("password") else ""
-    host = params.get("host") or "127.0.0.1"
-    port = params.get("port") or 5432
-    return f"postgresql+psycopg://{user}{password}@{host}:{port}/{params.get('dbname')}"
+    """yoyo's URI for `url` (URL or keyword form). Every connection parameter goes into the query
+    string, percent-encoded; yoyo hands those to psycopg.connect as keywords. So a password with
+    '/', '#' or '@', sslmode, a unix-socket host and any other libpq parameter arrive unchanged."""
+    params = {key: str(value) for key, value in conninfo_to_dict(url).items() if value is not None}
+    dbname = quote(params.get("dbname", ""), safe="")
+    return f"postgresql+psycopg:///{dbname}?{urlencode(params)}"
 
 
 def storage_kind(conn: psycopg.Connection) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from devices import service
 from eldercare.mqtt import accepts_login
+from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import ELDERCARE, ROOT, cli, cli_json, now_ms, wait_for
 
 
@@ -188,3 +190,47 @@ def test_reassigned_device_backlog_goes_to_the_resident_who_wore_it(register, in
         what="both stored",
     )
     assert rows == [("new", second), ("old", first)]
+
+
+def test_a_device_cannot_take_over_the_service_account(env, conn, endpoint):
+    before = conn.execute(
+        "SELECT role, password_hash, device_id FROM broker_account WHERE username = %s",
+        (SERVICE_USER,),
+    ).fetchone()
+    try:
+        result = cli("devices", "add", SERVICE_USER, "--kind", "wristband", env=env, check=False)
+        assert result.returncode != 0
+        assert "are reserved for eldercare's own" in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        after = conn.execute(
+            "SELECT role, password_hash, device_id FROM broker_account WHERE username = %s",
+            (SERVICE_USER,),
+        ).fetchone()
+        assert after == before == ("service", before[1], None)
+        assert (
+            conn.execute("SELECT 1 FROM device WHERE device_id = %s", (SERVICE_USER,)).fetchone()
+            is None
+        )
+        assert accepts_login(endpoint, SERVICE_USER, SERVICE_PASSWORD)
+    finally:  # should this ever fail: give the rest of the session its service login back
+        conn.execute(
+            "UPDATE broker_account SET role = %s, password_hash = %s, device_id = NULL "
+            "WHERE username = %s",
+            (before[0], before[1], SERVICE_USER),
+        )
+
+
+def test_quarantine_list_gives_the_exact_bytes_in_base64(register, ingestor, conn, env):
+    device = register("wristband")
+    raw = b'{"msg_id": "x", "ts": 1, "readings": {"heart_rate": 70}, "note": "\xff\xfe\\x"}'
+    device.publish("telemetry", raw, raw=True)
+    wait_for(
+        lambda: conn.execute(
+            "SELECT 1 FROM quarantine WHERE device_id = %s", (device.device_id,)
+        ).fetchone(),
+        what="quarantined",
+    )
+    listed = cli_json("quarantine", "list", "--reason", "invalid_utf8", env=env)
+    (row,) = [r for r in listed if r["device_id"] == device.device_id]
+    assert base64.b64decode(row["payload_base64"]) == raw
+    assert "\\xff\\xfe" in row["payload"]  # still readable as text

@@ -186,3 +186,40 @@ def test_mosquitto_conf() -> None:
     assert settings["max_queued_messages"] == "2000000"
     assert settings["message_size_limit"] == "65536"
     assert settings["persistent_client_expiration"] == "7d"
+    # A broker crash loses what arrived since the last save (was 300 s).
+    assert int(settings["autosave_interval"]) <= 10
+    assert settings["per_listener_settings"] == "false"
+
+
+def test_mosquitto_conf_has_a_tls_listener_on_8883() -> None:
+    lines = [
+        line.strip()
+        for line in MOSQUITTO_CONF.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    start = lines.index("listener 8883")
+    block = lines[start + 1 : start + 4]
+    assert block == [
+        "certfile /mosquitto/tls/server.crt",
+        "keyfile /mosquitto/tls/server.key",
+        "tls_version tlsv1.2",
+    ]
+
+
+def test_compose_mounts_the_broker_certificates_and_keeps_plaintext_local(tmp_path: Path) -> None:
+    broker = compose_config(tmp_path)["services"]["broker"]
+    tls = {m["target"]: m for m in broker["volumes"]}["/mosquitto/tls"]
+    assert tls["source"] == str(REPO / "deploy" / "tls") and tls["read_only"] is True
+    ports = {(p["target"], p.get("host_ip")) for p in broker["ports"]}
+    assert ports == {(8883, None), (1883, "127.0.0.1")}
+    assert "/mosquitto/tls/server.key" in " ".join(broker["command"])  # checked before start
+    custom = run_compose(
+        "config",
+        "--format",
+        "json",
+        env={**SECRETS, "ELDERCARE_BROKER_TLS_DIR": "/etc/eldercare/tls"},
+        tmp_path=tmp_path,
+    )
+    assert custom.returncode == 0, custom.stderr
+    mounts = json.loads(custom.stdout)["services"]["broker"]["volumes"]
+    assert {m["target"]: m["source"] for m in mounts}["/mosquitto/tls"] == "/etc/eldercare/tls"

@@ -175,3 +175,94 @@ def test_build_batch_splits_a_reassigned_devices_backlog_between_residents():
     )
     assert [(row[1], row[4]) for row in batch.rows] == [("x", 7), ("y", 8)]
     assert [q.reason for q in batch.quarantined] == ["unbound_device"]
+
+
+def test_a_rejected_array_element_keeps_its_original_bytes():
+    # Spacing, escapes and key order as the device sent them: a re-encoding would change all three.
+    good = b'{"msg_id": "a", "ts": %d, "readings": {"spo2": 96}}' % (NOW_MS - 60_000)
+    bad = b'{ "readings" : {"spo2": 140},\n  "msg_id":"b\\u00e9", "ts": %d }' % NOW_MS
+    payload = b" [ " + good + b" ,\n\t" + bad + b"  ] "
+    parsed = parse_telemetry("wb-1", payload, NOW, LIMITS)
+    assert [o.msg_id for o in parsed.objects] == ["a"]
+    assert [(r.reason, r.payload) for r in parsed.rejections] == [
+        (Reason.INVALID_STRUCTURE, bad)  # the msg_id is not ASCII
+    ]
+
+
+EMERGENCY_REPAIRS = [
+    ({"msg_id": "e", "type": "sos", "ts": 0}, "clock_skew"),
+    ({"msg_id": "e", "type": "fall", "ts": NOW_MS + 3_600_000}, "clock_skew"),
+    ({"msg_id": "e", "type": "sos", "ts": "2026-11-22 08:00"}, "clock_skew"),
+    ({"msg_id": "e", "type": "sos", "location": {"lat": 0, "lon": None}}, "invalid_location"),
+    ({"msg_id": "e", "type": "sos", "location": {"lat": 95, "lon": 10}}, "invalid_location"),
+    ({"msg_id": "e", "type": "sos", "location": "home"}, "invalid_location"),
+    ({"msg_id": "e", "type": "sos", "note": "a\u0000b"}, "nul_removed"),
+    ({"msg_id": "e", "type": "sos", "device_id": "other"}, "device_mismatch"),
+    ({"type": "sos"}, "invalid_msg_id"),
+    ({"msg_id": "x" * 65, "type": "fall"}, "invalid_msg_id"),
+    ({"msg_id": "e", "type": "SOS"}, "type_normalised"),
+]
+
+
+@pytest.mark.parametrize(("payload", "code"), EMERGENCY_REPAIRS)
+def test_an_emergency_is_repaired_not_refused(payload, code):
+    event = parse_event("sos-1", orjson.dumps(payload), NOW, LIMITS)
+    assert event.is_emergency
+    assert [p.repair.value for p in event.problems] == [code]
+    assert all(p.detail for p in event.problems)
+    if code == "clock_skew":
+        assert event.occurred_at == NOW  # the arrival time stands in for the device's clock
+    if code == "invalid_location":
+        assert (event.lat, event.lon) == (None, None)
+    if code == "nul_removed":
+        assert event.payload["note"] == "ab"
+
+
+def test_an_emergency_that_only_a_lenient_parser_reads_is_stored_with_the_reason():
+    raw = b'{"msg_id": "e", "type": "sos", "battery": NaN, "note": "\xff"}'
+    event = parse_event("sos-1", raw, NOW, LIMITS)
+    assert event.type == "sos" and event.msg_id == "e"
+    assert [p.repair.value for p in event.problems] == ["invalid_utf8"]
+    assert event.payload["battery"] is None and event.payload["note"] == "\ufffd"
+    lone = parse_event("sos-1", b'{"msg_id": "e", "type": "sos", "note": "\\ud800"}', NOW, LIMITS)
+    assert [p.repair.value for p in lone.problems] == ["invalid_json"]
+    assert lone.payload["note"].isascii()  # the lone surrogate, which jsonb cannot hold, replaced
+
+
+def test_a_derived_msg_id_is_stable_across_re_sends():
+    first = parse_event("sos-1", b'{"type": "sos", "msg_id": 17, "ts": 1}', NOW, LIMITS)
+    again = parse_event("sos-1", b'{"type": "sos", "msg_id": 17, "ts": 2}', NOW, LIMITS)
+    other = parse_event("sos-1", b'{"type": "sos", "msg_id": 18, "ts": 1}', NOW, LIMITS)
+    assert first.msg_id == again.msg_id != other.msg_id
+    assert first.msg_id.startswith("derived-") and len(first.msg_id) <= 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"msg_id": "e", "type": "sos_cancel", "ts": 0}', Reason.TOO_OLD),
+        (b'{"msg_id": "e", "type": "sos_cancel", "note": "a\\u0000b"}', Reason.INVALID_STRUCTURE),
+        (b'{"msg_id": "e", "type": "fall_cancel", "x": NaN}', Reason.NON_FINITE),
+        (b'{"msg_id": "e", "type": "sos_cancel", "note": "\xff"}', Reason.INVALID_UTF8),
+        (b'{"msg_id": "e", "type": "sos", ', Reason.INVALID_JSON),  # nothing usable is left
+        (b'["sos"]', Reason.INVALID_STRUCTURE),
+        (b'{"msg_id": "e", "type": "help!"}', Reason.INVALID_STRUCTURE),
+    ],
+)
+def test_other_events_follow_the_contract_strictly(raw, reason):
+    with pytest.raises(Invalid) as exc:
+        parse_event("sos-1", raw, NOW, LIMITS)
+    assert exc.value.reason is reason
+
+
+def test_absurd_nesting_is_refused_not_raised():
+    parsed = parse_telemetry("wb-1", b"[" * 5000, NOW, LIMITS)
+    assert [r.reason for r in parsed.rejections] == [Reason.INVALID_JSON]
+    for raw in (b"[" * 5000, b'{"type": "sos_cancel", "x": ' + b"[" * 5000 + b"}"):
+        with pytest.raises(Invalid):
+            parse_event("sos-1", raw, NOW, LIMITS)
+    # Deep but valid JSON in an emergency: the sos counts, its payload is left out.
+    deep = b'{"msg_id": "e", "type": "sos", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    event = parse_event("sos-1", deep, NOW, LIMITS)
+    assert (event.type, event.payload) == ("sos", {})
+    assert [p.repair.value for p in event.problems] == ["payload_refused"]

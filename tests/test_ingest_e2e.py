@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 
 import orjson
 
+from eldercare.mqtt import Will, connect_blocking, new_client
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
 from tests.support import Subscriber, cli_json, mosquitto_pub, new_msg_id, now_ms, wait_for
 
@@ -86,6 +88,7 @@ BAD_CORPUS = [
         "invalid_utf8",
         b'{"msg_id": "x", "ts": NOW, "readings": {"heart_rate": 70}, "note": "\xff\xfe"}',
     ),
+    ("invalid_json", b"[" * 5000),  # deeper than any parser's recursion: must not kill ingest
 ]
 
 
@@ -155,14 +158,50 @@ def test_oversized_payload_is_refused_by_the_broker(register, ingestor, endpoint
 
 def test_a_device_cannot_publish_into_another_devices_topics(register, endpoint, conn, ingestor):
     alice, bob = register("wristband"), register("wristband")
-    payload = orjson.dumps({"msg_id": "evil", "ts": now_ms(), "readings": {"heart_rate": 180}})
-    result = mosquitto_pub(
-        endpoint, alice.device_id, alice.password, bob.topic("telemetry"), payload
-    )
-    assert b"Publish 1 failed: Not authorized" in result.stderr, result.stderr
+    attempts = {
+        "telemetry": {"msg_id": "evil", "ts": now_ms(), "readings": {"heart_rate": 180}},
+        "events": {"msg_id": "evil", "type": "sos"},
+        "status": {"online": False, "battery": 1},
+    }
+    for channel, body in attempts.items():
+        result = mosquitto_pub(
+            endpoint, alice.device_id, alice.password, bob.topic(channel), orjson.dumps(body)
+        )
+        assert b"Publish 1 failed: Not authorized" in result.stderr, (channel, result.stderr)
     alice.telemetry({"heart_rate": 64})
     wait_for(lambda: _readings(conn, alice.resident_id), what="alice's own reading")
     assert _readings(conn, bob.resident_id) == []
+    assert conn.execute(
+        "SELECT count(*) FROM device_event WHERE device_id = %s", (bob.device_id,)
+    ).fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM device_presence WHERE device_id = %s", (bob.device_id,)
+    ).fetchone() == (0,)
+
+
+def test_a_device_cannot_read_another_devices_acks(register, endpoint):
+    alice, bob = register("sos_button"), register("sos_button")
+    spy = Subscriber(endpoint, alice.device_id, alice.password, bob.topic("ack"))
+    spy.client.subscribe("eldercare/v1/devices/+/ack", qos=1)
+    spy.client.subscribe(alice.topic("ack"), qos=1)
+    backend = new_client(
+        f"svc-{new_msg_id()[:8]}", username=SERVICE_USER, password=SERVICE_PASSWORD
+    )
+    connect_blocking(backend, endpoint)
+    try:
+        # Mosquitto grants the subscriptions but checks every delivery against the ACL. In order,
+        # from one publisher: once Alice has her own ack, Bob's would have reached her before.
+        for topic, body in (
+            (bob.topic("ack"), b'{"for": "bob"}'),
+            (alice.topic("ack"), b'{"for": "alice"}'),
+        ):
+            backend.publish(topic, body, qos=1).wait_for_publish(10)
+        messages = spy.wait(lambda m: any(p == b'{"for": "alice"}' for _, p in m))
+        assert {p for _, p in messages} == {b'{"for": "alice"}'}
+    finally:
+        spy.close()
+        backend.disconnect()
+        backend.loop_stop()
 
 
 def test_wrong_password_is_refused(register, endpoint):
@@ -225,3 +264,64 @@ def test_status_and_last_will_update_presence(register, ingestor, conn):
         ).fetchone()[0]
         == 2
     )
+
+
+def _online(conn, device_id):
+    return conn.execute("SELECT online FROM device WHERE device_id = %s", (device_id,)).fetchone()[
+        0
+    ]
+
+
+def test_a_dropped_connection_fires_the_last_will_and_the_device_shows_offline(
+    register, ingestor, conn
+):
+    device = register("wristband")
+    status = device.topic("status")
+    client = new_client(
+        f"will-{device.device_id}",
+        username=device.device_id,
+        password=device.password,
+        will=Will(status, b'{"online": false}'),
+    )
+    connect_blocking(client, device.endpoint)
+    try:
+        client.publish(status, b'{"online": true, "battery": 80}', qos=1, retain=True)
+        wait_for(lambda: _online(conn, device.device_id) is True, what="online")
+        # The device loses power: no DISCONNECT, the TCP connection just ends.
+        client.loop_stop()
+        sock = client.socket()
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        wait_for(lambda: _online(conn, device.device_id) is False, what="offline by the will")
+        history = conn.execute(
+            "SELECT online FROM device_presence WHERE device_id = %s ORDER BY reported_at",
+            (device.device_id,),
+        ).fetchall()
+        assert history == [(True,), (False,)]
+    finally:
+        client.loop_stop()
+
+
+def test_qos0_messages_are_stored_too(register, ingestor, endpoint, conn):
+    """QoS 0 has no PUBACK and no redelivery, but what reaches the ingestor is stored (docs/mqtt.md)."""
+    wristband, button = register("wristband"), register("sos_button")
+    acks = Subscriber(endpoint, button.device_id, button.password, button.topic("ack"))
+    try:
+        reading, sos = new_msg_id(), new_msg_id()
+        body = {"msg_id": reading, "ts": now_ms(), "readings": {"heart_rate": 72, "spo2": 97}}
+        wristband.client().publish(wristband.topic("telemetry"), orjson.dumps(body), qos=0)
+        button.client().publish(
+            button.topic("events"), orjson.dumps({"msg_id": sos, "type": "sos"}), qos=0
+        )
+        wait_for(lambda: len(_readings(conn, wristband.resident_id)) == 2, what="qos 0 readings")
+        ack = orjson.loads(acks.wait(lambda m: len(m) >= 1)[0][1])
+        assert (ack["msg_id"], ack["status"]) == (sos, "received")
+        # The QoS 0 messages did not disturb the QoS 1 acknowledgements around them.
+        marker = wristband.telemetry({"heart_rate": 75})
+        wait_for(
+            lambda: conn.execute("SELECT 1 FROM reading WHERE msg_id = %s", (marker,)).fetchone(),
+            what="the next qos 1 reading",
+        )
+        assert _quarantine(conn, wristband.device_id) == []
+    finally:
+        acks.close()
