@@ -40,7 +40,7 @@ from rich.progress import Progress
 
 from api import access
 from ingest.bench import machine_description
-from store import db
+from store import db, rollups
 from store.timescale import COMPRESS_AFTER
 
 # The five metrics of the generated history: a wristband that measures them all every 5 minutes.
@@ -225,8 +225,7 @@ class History:
                         "metrics": metrics,
                     },
                 )
-                if storage == "timescaledb":
-                    self._settle_day(conn, start, start + timedelta(days=1), compress_before)
+                self._settle_day(conn, storage, start, start + timedelta(days=1), compress_before)
                 progress.advance(task)
             self._alerts(conn, resident_ids, first)
             self._analyze(conn, progress)
@@ -275,9 +274,17 @@ class History:
         return resident_ids, doctor_ids
 
     def _settle_day(
-        self, conn: psycopg.Connection, start: datetime, end: datetime, compress_before: datetime
+        self,
+        conn: psycopg.Connection,
+        storage: str,
+        start: datetime,
+        end: datetime,
+        compress_before: datetime,
     ) -> None:
-        """What the continuous-aggregate and compression policies would have done by now."""
+        """What the rollup refresh and the compression policy would have done by now."""
+        if storage != "timescaledb":
+            rollups.refresh(conn, storage=storage, now=min(end, datetime.now(UTC)))
+            return
         for view in ("reading_hour", "reading_day"):
             conn.execute(REFRESH, (view, start, end))
         if end <= compress_before:
