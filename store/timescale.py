@@ -17,9 +17,11 @@ class Rollup:
     refresh_every: str
 
 
+# Refresh windows reach past the ingest backfill window (7 days): a backlog uploaded late must still
+# land in every rollup (invalidated buckets outside a policy's window are never refreshed).
 ROLLUPS = (
-    Rollup("reading_minute", "1 minute", "2 hours", "1 minute"),
-    Rollup("reading_hour", "1 hour", "3 days", "15 minutes"),
+    Rollup("reading_minute", "1 minute", "8 days", "1 minute"),
+    Rollup("reading_hour", "1 hour", "8 days", "15 minutes"),
     Rollup("reading_day", "1 day", "35 days", "1 hour"),
 )
 
