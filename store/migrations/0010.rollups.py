@@ -7,7 +7,7 @@ from yoyo import step
 from store.rollups import plain_schema
 from store.timescale import ROLLUPS
 
-__depends__ = {"0004.access"}
+__depends__ = {"0009.access_hardening"}
 # Continuous-aggregate policies cannot be changed inside a transaction block.
 __transactional__ = False
 
