@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -13,8 +14,11 @@ from eldercare.mqtt import connect_blocking, new_client
 from tests.support import Device, IngestProcess, wait_for
 
 
-def _publish_many(device: Device, count: int, start: datetime, prefix: str) -> None:
-    """QoS 1 telemetry as fast as the broker takes it; returns when every PUBACK arrived."""
+def _publish_many(
+    device: Device, count: int, start: datetime, prefix: str, rate: float | None = None
+) -> None:
+    """QoS 1 telemetry, as fast as the broker takes it or paced at `rate` messages/s; returns when
+    every PUBACK arrived."""
     client = new_client(
         f"pub-{device.device_id}", username=device.device_id, password=device.password
     )
@@ -22,7 +26,13 @@ def _publish_many(device: Device, count: int, start: datetime, prefix: str) -> N
     connect_blocking(client, device.endpoint)
     try:
         infos = []
+        began = time.monotonic()
         for i in range(count):
+            if rate and i % 50 == 0:
+                # Paced, so that the publishing is still going on when the test kills the ingestor.
+                ahead = began + i / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             ts = start + timedelta(milliseconds=100 * i)
             payload = {
                 "msg_id": f"{prefix}{i}",
@@ -53,8 +63,10 @@ def test_kill_9_twice_while_publishing_loses_and_doubles_nothing(register, env, 
     ingest = IngestProcess(env, "crash", tmp_path / "ingest.log").start()
     ingest.wait_subscribed()
     start = datetime.now(UTC) - timedelta(hours=1)
+    # 4 × 750 messages/s for 8 s: both crashes (after about 1.3 s and 4 s) come mid-stream.
     publishers = [
-        threading.Thread(target=_publish_many, args=(d, per_device, start, "m")) for d in devices
+        threading.Thread(target=_publish_many, args=(d, per_device, start, "m", 750))
+        for d in devices
     ]
     for thread in publishers:
         thread.start()
@@ -62,6 +74,7 @@ def test_kill_9_twice_while_publishing_loses_and_doubles_nothing(register, env, 
         for round_, threshold in enumerate((total // 6, total // 2), start=1):
             wait_for(lambda t=threshold: _stored(conn, ids) >= t, 60, f"{threshold} stored")
             ingest.kill()
+            assert any(t.is_alive() for t in publishers), "the crash must come while publishing"
             assert _stored(conn, ids) < total, "the crash must come while messages are in flight"
             ingest.start()
             ingest.wait_subscribed(times=round_ + 1)
