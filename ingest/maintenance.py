@@ -4,13 +4,16 @@
   margin; a re-send of anything older is refused as too old, so the id is no longer needed.
 - `quarantine`: kept for a retention period, and per device only the newest N rows.
 
-Every ingest process runs it every few minutes; an advisory lock lets one do it at a time.
+Every ingest process runs it every few minutes; an advisory lock lets one do it at a time. On plain
+PostgreSQL the same thread keeps the hourly and daily rollups up to date every minute
+(store/rollups.py; on TimescaleDB its continuous-aggregate policies do that).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,7 +22,8 @@ import psycopg
 
 from ingest import queries
 from ingest.contract import now_utc
-from store.db import connect_with_retry
+from store import rollups
+from store.db import connect_with_retry, storage_kind
 
 if TYPE_CHECKING:
     from ingest.settings import IngestSettings
@@ -81,17 +85,20 @@ def _in_batches(conn: psycopg.Connection, statement: str, before: datetime) -> i
 
 
 class Maintenance:
-    """A thread applying the retention every `maintenance_interval_s` seconds."""
+    """A thread applying the retention every `maintenance_interval_s` seconds and, on plain
+    PostgreSQL, refreshing the rollups every `rollup_interval_s`."""
 
     def __init__(self, database_url: str, ingest: IngestSettings) -> None:
         self.url = database_url
         self.interval = ingest.maintenance_interval_s
+        self.rollup_interval = ingest.rollup_interval_s
         self.retention = ingest.retention
+        self._storage: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-maintenance", daemon=True)
 
     def start(self) -> None:
-        if self.interval > 0:
+        if self.interval > 0 or self.rollup_interval > 0:
             self._thread.start()
 
     def stop(self) -> None:
@@ -101,20 +108,43 @@ class Maintenance:
 
     def _run(self) -> None:
         # Not at once: a fleet of ingest processes restarted together would all start pruning.
-        while not self._stop.wait(self.interval):
-            try:
-                with connect_with_retry(
-                    self.url, autocommit=True, application_name="eldercare-ingest-maintenance"
-                ) as conn:
-                    pruned = prune(conn, self.retention, now_utc())
-                if pruned.total:
-                    log.info(
-                        "retention: %d message ids, %d expired and %d surplus quarantine rows "
-                        "deleted",
-                        pruned.telemetry_messages,
-                        pruned.quarantine_expired,
-                        pruned.quarantine_over_cap,
-                    )
-            except Exception:
-                # Retention can wait for the next round; storing messages must not.
-                log.exception("retention failed; trying again in %ss", self.interval)
+        tick = min(i for i in (self.interval, self.rollup_interval) if i > 0)
+        next_prune = next_rollup = 0.0
+        elapsed = 0.0
+        while not self._stop.wait(tick):
+            elapsed += tick
+            if self.rollup_interval > 0 and elapsed >= next_rollup:
+                next_rollup = elapsed + self.rollup_interval
+                self._guarded("rollup refresh", self._refresh_rollups)
+            if self.interval > 0 and elapsed >= next_prune:
+                next_prune = elapsed + self.interval
+                self._guarded("retention", self._prune)
+
+    def _guarded(self, what: str, job: Callable[[psycopg.Connection], None]) -> None:
+        try:
+            with connect_with_retry(
+                self.url, autocommit=True, application_name="eldercare-ingest-maintenance"
+            ) as conn:
+                job(conn)
+        except Exception:
+            # Maintenance can wait for the next round; storing messages must not.
+            log.exception("%s failed; trying again next round", what)
+
+    def _prune(self, conn: psycopg.Connection) -> None:
+        pruned = prune(conn, self.retention, now_utc())
+        if pruned.total:
+            log.info(
+                "retention: %d message ids, %d expired and %d surplus quarantine rows deleted",
+                pruned.telemetry_messages,
+                pruned.quarantine_expired,
+                pruned.quarantine_over_cap,
+            )
+
+    def _refresh_rollups(self, conn: psycopg.Connection) -> None:
+        if self._storage is None:
+            self._storage = storage_kind(conn)
+        if self._storage == "timescaledb":
+            return  # the continuous-aggregate policies refresh them
+        written = rollups.refresh(conn, storage=self._storage, now=now_utc())
+        if written:
+            log.debug("rollups: %d buckets brought up to date", written)

@@ -27,6 +27,9 @@ class IngestSettings(BaseSettings):
     future_tolerance_s: float = 300
     # Retention, applied by every ingest process in turn (ingest/maintenance.py); 0 turns it off.
     maintenance_interval_s: float = Field(default=300, ge=0)
+    # Plain PostgreSQL only: how often the hourly and daily rollups are brought up to date
+    # (store/rollups.py; TimescaleDB's own policies do it there); 0 turns it off.
+    rollup_interval_s: float = Field(default=60, ge=0)
     # Message ids are what makes a re-sent message count once; past the backfill window a re-send
     # is refused as too old anyway, so they are kept that long plus this margin (at least the
     # future tolerance: a message may claim a `ts` up to that far after its arrival).

@@ -147,3 +147,26 @@ def test_both_layouts_answer_the_same_after_a_refresh(layout, database_url, stor
         rollups.refresh(c, storage=kind, now=now)
         answers.append((_hours(c, r, start), _hours(c, r, start, "reading_day")))
     assert answers[0] == answers[1]
+
+
+def test_every_ingest_process_keeps_the_plain_rollups_up_to_date(layout):
+    from ingest.maintenance import Maintenance
+    from ingest.settings import IngestSettings
+    from tests.support import wait_for
+
+    conn, storage, resident = layout("off")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    conn.execute(
+        INSERT, {"start": hour, "step": "5 minutes", "resident": resident, "base": 70, "count": 12}
+    )
+    url = conn.info.dsn
+    maintenance = Maintenance(url, IngestSettings(maintenance_interval_s=0, rollup_interval_s=0.1))
+    maintenance.start()
+    try:
+        wait_for(
+            lambda: conn.execute("SELECT count(*) FROM reading_hour_rollup").fetchone()[0] == 2,
+            what="the rollup refreshed by the maintenance thread",
+        )
+    finally:
+        maintenance.stop()
+    assert _hours(conn, resident, hour) == _truth(conn, resident, hour, timedelta(hours=1))
