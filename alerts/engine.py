@@ -26,17 +26,15 @@ from alerts.device_events import CANCELS, event_finding
 from alerts.models import Finding
 from alerts.rules import (
     CLEARS_AFTER,
-    CONTEXT_READINGS,
     LOOKBACKS,
     NEWS2_LONE_SAMPLE_AFTER,
     REALTIME,
-    Limits,
-    Sample,
     Window,
     evaluate,
 )
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
+from alerts.window import load_window
 from eldercare.mqtt import _Client, connect_blocking, new_client
 from eldercare.settings import Settings
 from store.db import connect_with_retry
@@ -151,7 +149,18 @@ class AlertEngine:
 
     def catch_up_events(self, conn: psycopg.Connection) -> None:
         for event_id, *_ in conn.execute(queries.UNPROCESSED_EVENTS).fetchall():
-            self.handle_event(conn, event_id)
+            self._guarded_event(conn, event_id)
+
+    def _guarded_event(self, conn: psycopg.Connection, event_id: int) -> int | None:
+        try:
+            return self.handle_event(conn, event_id)
+        except psycopg.OperationalError:
+            raise
+        except Exception:
+            # One event that cannot be handled must hold up neither the next SOS nor the tick's
+            # escalations: it stays unprocessed (rolled back) and is retried at the next catch-up.
+            log.exception("device event %s could not be handled; it will be retried", event_id)
+            return None
 
     # --- readings and timers -----------------------------------------------------------------
     def evaluate_readings(self, conn: psycopg.Connection, now: datetime) -> None:
@@ -176,43 +185,8 @@ class AlertEngine:
         self._stood_until = now
 
     def window(self, conn: psycopg.Connection, resident_id: int, now: datetime) -> Window:
-        """What the rules see of a resident at `now`: readings by their metric's look-back,
-        thresholds, and the facts known (with where they came from)."""
-        samples: dict[str, list[Sample]] = {}
-        context_from = [now - LOOKBACKS[m].context for m in METRICS]
-        for metric, value, measured_at, device_id in conn.execute(
-            queries.WINDOW_READINGS,
-            {
-                "resident_id": resident_id,
-                "metrics": METRICS,
-                "every_from": [now - LOOKBACKS[m].every for m in METRICS],
-                "context_from": context_from,
-                "earliest": min(context_from),
-                "context_readings": CONTEXT_READINGS,
-                "now": now,
-            },
-        ):
-            samples.setdefault(metric, []).append(Sample(value, measured_at, device_id))
-        overrides = {
-            m: Limits(lo, hi) for m, lo, hi in conn.execute(queries.OVERRIDES, (resident_id,))
-        }
-        known = facts.resident_facts(conn, resident_id)
-        sources = dict(known.sources)
-        baselines = {}
-        baseline = self.baselines.get(conn, resident_id, now)
-        if baseline is not None:
-            baselines[facts.BASELINE_METRIC] = baseline.value
-            sources[f"baseline:{facts.BASELINE_METRIC}"] = baseline.source()
-        return Window(
-            resident_id,
-            now,
-            samples,
-            overrides,
-            known.spo2_scale,
-            on_oxygen=known.on_oxygen,
-            baselines=baselines,
-            sources=sources,
-        )
+        """What the rules see of a resident at `now` (alerts/window.py)."""
+        return load_window(conn, resident_id, now, self.baselines)
 
     def evaluate_resident(
         self, conn: psycopg.Connection, resident_id: int, now: datetime
@@ -282,15 +256,20 @@ class AlertEngine:
                     while not self.stop_event.is_set():
                         # Drain first: the notifies() generator holds the connection.
                         for note in list(conn.notifies(timeout=0.5, stop_after=1)):
-                            event_id = int(orjson.loads(note.payload)["id"])
-                            alert_id = self.handle_event(conn, event_id)
-                            if alert_id is not None:
-                                outbox.dispatch(
-                                    conn, self.fast, self.clock.now(), alert_id=alert_id
-                                )
+                            self._on_event(conn, int(orjson.loads(note.payload)["id"]))
             except psycopg.OperationalError as exc:
                 log.error("alert events: lost the database (%s); reconnecting", exc)
                 self.stop_event.wait(1)
+            except Exception:
+                # This thread carries the emergencies: it must never end while the engine runs.
+                # What failed is still unprocessed; the catch-up on reconnect takes it again.
+                log.exception("alert events failed; reconnecting")
+                self.stop_event.wait(1)
+
+    def _on_event(self, conn: psycopg.Connection, event_id: int) -> None:
+        alert_id = self._guarded_event(conn, event_id)
+        if alert_id is not None:
+            outbox.dispatch(conn, self.fast, self.clock.now(), alert_id=alert_id)
 
     def _tick_loop(self) -> None:
         self._loop(lambda conn: self.tick(conn), "eldercare-alerts-tick")

@@ -8,6 +8,13 @@ tier, next_tier_at, next_reminder_at, reminders_sent, escalation_base, escalatio
 """
 
 # An event from a device bound to nobody belongs to that device: two unbound buttons are two alerts.
+# Serializes raising the same alert: two transactions that both find no open alert for a resident
+# and rule (two SOS presses handled on two threads, two engines) must not both insert one.
+LOCK_ALERT_KEY = """
+SELECT pg_advisory_xact_lock(hashtextextended(
+    %(rule)s || ':' || coalesce(%(resident_id)s::bigint::text, 'device:' || %(device_id)s::text), 0))
+"""
+
 LOCK_UNRESOLVED = f"""
 SELECT {ALERT_COLUMNS} FROM alert
 WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND state <> 'resolved'

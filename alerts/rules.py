@@ -377,13 +377,21 @@ def _news2_value(metric: str, samples: Sequence[Sample], window: Window) -> Samp
     return lone if _score_of(metric, lone.value, window) == 0 else None
 
 
-def _news2(window: Window) -> Finding | None:
+@dataclass(frozen=True)
+class News2Assessment:
+    detail: dict[str, Any]  # news2 Result.as_json() + facts (+ unconfirmed readings)
+    band: str
+    scored: bool  # some parameter had a confirmed value
+    fresh: bool  # some parameter used is recent enough to alert on (not only old readings)
+
+
+def assess_news2(window: Window) -> News2Assessment:
     """NEWS2 from each parameter's latest confirmed value (within the hour for wearables' metrics,
     NEWS2_MAX_AGE for spot ones; alerts/news2.py, the same code as `eldercare news2`); wearables
     give a partial score, which says what it used and how old, where air/oxygen and consciousness
     came from (or that nothing records them), what it could not score (SpO2 ≥ 93 % on scale 2
-    without knowing air or oxygen) and which readings were not yet confirmed. It raises only when
-    some parameter it used is fresh: a set of old readings alone is history."""
+    without knowing air or oxygen) and which readings were not yet confirmed. The rule and the
+    resident page (API) both show this."""
     observations = {}
     unconfirmed = {}
     fresh = False
@@ -401,8 +409,6 @@ def _news2(window: Window) -> Finding | None:
             continue
         observations[metric] = news2.Observation(chosen.value, chosen.measured_at)
         fresh = fresh or window.fresh(metric, samples[-1])
-    if not observations or not fresh:
-        return None
     result = news2.score(
         observations=observations,
         spo2_scale=window.spo2_scale,
@@ -411,9 +417,6 @@ def _news2(window: Window) -> Finding | None:
         now=window.now,
         unscorable="report",
     )
-    severity = NEWS2_SEVERITY.get(result.band)
-    if severity is None:
-        return None
     detail = result.as_json()
     detail["facts"] = {
         "air_or_oxygen": _fact(
@@ -428,11 +431,23 @@ def _news2(window: Window) -> Finding | None:
     }
     if unconfirmed:
         detail["unconfirmed"] = unconfirmed
+    return News2Assessment(detail, result.band, bool(observations), fresh)
+
+
+def _news2(window: Window) -> Finding | None:
+    """NEWS2 as an alert (assess_news2): raised only when some parameter it used is fresh — a set
+    of old readings alone is history — and the band calls for it."""
+    assessment = assess_news2(window)
+    if not assessment.scored or not assessment.fresh:
+        return None
+    severity = NEWS2_SEVERITY.get(assessment.band)
+    if severity is None:
+        return None
     return Finding(
         rule="news2",
         severity=severity,
         title=TITLES["news2"],
-        detail=detail,
+        detail=assessment.detail,
         at=window.now,
     )
 

@@ -401,12 +401,11 @@ def raise_finding(
 ) -> Alert:
     """Open an alert for the finding, or update the open one for the same resident and rule (for
     an event from a device bound to nobody: the same device)."""
+    key = {"resident_id": resident_id, "rule": finding.rule, "device_id": finding.device_id}
     with conn.transaction():
+        conn.execute(queries.LOCK_ALERT_KEY, key)
         with conn.cursor(row_factory=class_row(Alert)) as cur:
-            existing = cur.execute(
-                queries.LOCK_UNRESOLVED,
-                {"resident_id": resident_id, "rule": finding.rule, "device_id": finding.device_id},
-            ).fetchone()
+            existing = cur.execute(queries.LOCK_UNRESOLVED, key).fetchone()
         if existing is None:
             return _open(conn, resident_id, finding, now, event_id, delay, actor)
         if finding.rule in EVENT_RULES:

@@ -280,6 +280,26 @@ def test_resident_page_data_news2_thresholds_and_overview(client, world, conn):
     )
     limits = client.get(f"/api/v1/residents/{rid}/thresholds", headers=a).json()
     assert limits["systolic_bp"] == {"low": 90, "high": 200} and limits["spo2"]["low"] == 94
+    # What the rules apply: a one-sided override keeps the other side's default, and a resident on
+    # SpO2 scale 2 (hypercapnic) has that scale's target, not the textbook's 94 %.
+    conn.execute(
+        "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
+        "VALUES (%s, 'heart_rate', NULL, 130, 'doctor')",
+        (rid,),
+    )
+    conn.execute("UPDATE resident SET spo2_scale = 2 WHERE id = %s", (rid,))
+    try:
+        limits = client.get(f"/api/v1/residents/{rid}/thresholds", headers=a).json()
+        assert limits["heart_rate"] == {"low": 45, "high": 130}
+        assert limits["spo2"]["low"] == 87
+        scored = client.get(f"/api/v1/residents/{rid}/news2", headers=a).json()
+        assert scored["facts"]["air_or_oxygen"].startswith("not known")
+    finally:
+        conn.execute("UPDATE resident SET spo2_scale = 1 WHERE id = %s", (rid,))
+        conn.execute(
+            "DELETE FROM resident_threshold WHERE resident_id = %s AND metric = 'heart_rate'",
+            (rid,),
+        )
     overview = client.get("/api/v1/overview", headers=a).json()
     mine = next(r for r in overview["residents"] if r["id"] == rid)
     assert (

@@ -154,7 +154,7 @@ def test_every_ingest_process_keeps_the_plain_rollups_up_to_date(layout):
     from ingest.settings import IngestSettings
     from tests.support import wait_for
 
-    conn, storage, resident = layout("off")
+    conn, _storage, resident = layout("off")
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     conn.execute(
         INSERT, {"start": hour, "step": "5 minutes", "resident": resident, "base": 70, "count": 12}

@@ -228,25 +228,15 @@ def _aware(moment: datetime) -> datetime:
 
 @router.get("/{resident_id}/news2", responses={401: {}, 404: {}})
 def news2_now(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
-    """NEWS2 from the latest value of each parameter within the hour (the alert rule's own code);
-    a partial score says which parameters it used, their age, and what is missing."""
-    from alerts import news2
-    from alerts.rules import NEWS2_WINDOW
+    """NEWS2 now, exactly as the alert rule judges it (alerts/rules.py assess_news2): each
+    parameter's latest confirmed value, the resident's SpO2 scale and oxygen record; a partial score
+    says which parameters it used and their age, what is missing or unscored, which readings are not
+    yet confirmed, and where air/oxygen and consciousness came from."""
+    from alerts.rules import assess_news2
+    from alerts.window import load_window
 
-    resident = _visible(conn, caller, resident_id)
-    now = datetime.now(UTC)
-    observations = {
-        metric: news2.Observation(value, at)
-        for metric, value, at, _device in conn.execute(
-            queries.LATEST_READINGS, (resident_id,)
-        ).fetchall()
-        if metric in news2.MEASURED and now - at <= NEWS2_WINDOW
-    }
-    try:
-        result = news2.score(observations=observations, spo2_scale=resident["spo2_scale"], now=now)
-    except ValueError:  # scale 2 at ≥ 93 % without knowing air or oxygen: score without SpO2
-        observations.pop("spo2", None)
-        result = news2.score(observations=observations, spo2_scale=resident["spo2_scale"], now=now)
+    _visible(conn, caller, resident_id)
+    detail = assess_news2(load_window(conn, resident_id, datetime.now(UTC))).detail
     audit(
         conn,
         caller,
@@ -255,20 +245,26 @@ def news2_now(resident_id: IdPath, caller: Caller, conn: Conn, request: Request)
         address=client_address(request),
         resident_id=resident_id,
     )
-    return result.as_json()
+    return detail
 
 
 @router.get("/{resident_id}/thresholds", responses={401: {}, 404: {}})
 def thresholds(
     resident_id: IdPath, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, dict[str, float | None]]:
-    """Alert thresholds per metric: the rules' defaults merged with this resident's overrides."""
-    from alerts.rules import DEFAULT_LIMITS
+    """Alert thresholds per metric, as the rules apply them: the defaults for the resident's SpO2
+    scale, each side replaced by the doctor's override where one is set."""
+    from alerts.rules import Limits, defaults_for, effective_limits
+    from alerts.window import overrides
 
-    _visible(conn, caller, resident_id)
-    merged = {metric: {"low": lim.low, "high": lim.high} for metric, lim in DEFAULT_LIMITS.items()}
-    for metric, low, high in conn.execute(queries.THRESHOLD_OVERRIDES, (resident_id,)).fetchall():
-        merged[metric] = {"low": low, "high": high}
+    resident = _visible(conn, caller, resident_id)
+    defaults = defaults_for(resident["spo2_scale"])
+    overridden = overrides(conn, resident_id)
+    merged = {
+        metric: {"low": limits.low, "high": limits.high}
+        for metric in {**defaults, **overridden}
+        for limits in [effective_limits(defaults.get(metric, Limits()), overridden.get(metric))]
+    }
     audit(
         conn,
         caller,
