@@ -207,10 +207,18 @@ ORDER BY bucket, metric
 LIMIT %(limit)s
 """
 
+# One index probe per metric (the newest reading within 7 days), not a scan of a week of readings:
+# a week of a wearable is ~10,000 rows per resident, mostly not in memory on a big table.
 LATEST_READINGS = """
-SELECT DISTINCT ON (metric) metric, value, measured_at, device_id
-FROM reading WHERE resident_id = %s AND measured_at > now() - INTERVAL '7 days'
-ORDER BY metric, measured_at DESC
+SELECT m.metric, r.value, r.measured_at, r.device_id
+FROM unnest(%(metrics)s::text[]) AS m(metric)
+CROSS JOIN LATERAL (
+    SELECT value, measured_at, device_id FROM reading
+    WHERE resident_id = %(resident_id)s AND metric = m.metric
+      AND measured_at > now() - INTERVAL '7 days'
+    ORDER BY measured_at DESC LIMIT 1
+) r
+ORDER BY m.metric
 """
 
 _SEE_A = VISIBLE.format(column="a.resident_id")

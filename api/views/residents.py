@@ -207,7 +207,9 @@ def _next(last: dict[str, Any]) -> str:
 def latest(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> list[Latest]:
     """The latest value of each metric (within 7 days)."""
     _visible(conn, caller, resident_id)
-    rows = conn.execute(queries.LATEST_READINGS, (resident_id,)).fetchall()
+    rows = conn.execute(
+        queries.LATEST_READINGS, {"resident_id": resident_id, "metrics": list(METRICS)}
+    ).fetchall()
     audit(
         conn,
         caller,
