@@ -314,7 +314,15 @@ def test_qos0_messages_are_stored_too(register, ingestor, endpoint, conn):
             button.topic("events"), orjson.dumps({"msg_id": sos, "type": "sos"}), qos=0
         )
         wait_for(lambda: len(_readings(conn, wristband.resident_id)) == 2, what="qos 0 readings")
-        ack = orjson.loads(acks.wait(lambda m: len(m) >= 1)[0][1])
+        try:
+            ack = orjson.loads(acks.wait(lambda m: len(m) >= 1)[0][1])
+        except AssertionError as exc:
+            # Say where it stopped: never stored (lost before ingest), or stored but not acked.
+            stored = conn.execute(
+                "SELECT msg_id, received_at FROM device_event WHERE device_id = %s",
+                (button.device_id,),
+            ).fetchall()
+            raise AssertionError(f"{exc}; events stored for the button: {stored}") from None
         assert (ack["msg_id"], ack["status"]) == (sos, "received")
         # The QoS 0 messages did not disturb the QoS 1 acknowledgements around them.
         marker = wristband.telemetry({"heart_rate": 75})
