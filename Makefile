@@ -24,7 +24,9 @@ run: install
 ## tests again on plain PostgreSQL when the first pass used TimescaleDB.
 test: install lint
 	$(BIN)/pytest
-	ELDERCARE_TEST_STORAGE=off $(BIN)/pytest -q tests/test_storage.py tests/test_ingest_e2e.py tests/test_delivery.py
+	ELDERCARE_TEST_STORAGE=off $(BIN)/pytest -q tests/test_storage.py tests/test_ingest_e2e.py \
+		tests/test_delivery.py tests/test_rollups.py tests/test_api_readings.py tests/test_alert_wiring.py \
+		tests/test_bench_smoke.py
 
 lint: install
 	$(BIN)/ruff check .

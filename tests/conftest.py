@@ -78,10 +78,12 @@ def settings(database_url: str, endpoint: MqttEndpoint) -> Settings:
 
 
 @pytest.fixture()
-def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+def env(settings: Settings, tmp_path: Path, storage_setting: str) -> dict[str, str]:
     """Environment for `eldercare` subprocesses pointing at the test services."""
     return {
         **os.environ,
+        # Databases a subprocess creates (benchmarks) get the session's layout.
+        "ELDERCARE_TIMESCALE": storage_setting,
         "ELDERCARE_DATABASE_URL": settings.database_url or "",
         "ELDERCARE_MQTT_URL": settings.mqtt_url or "",
         "ELDERCARE_MQTT_SERVICE_PASSWORD": SERVICE_PASSWORD,

@@ -6,7 +6,7 @@ from store import db
 from tests.support import cli_json
 
 
-def test_bench_api_generates_measures_and_cleans_up(env, database_url):
+def test_bench_api_generates_measures_and_cleans_up(env, database_url, storage_setting, conn):
     result = cli_json(
         "bench",
         "api",
@@ -23,6 +23,10 @@ def test_bench_api_generates_measures_and_cleans_up(env, database_url):
     # Two whole days and today so far: 3 residents × 5 metrics every 5 minutes.
     assert 3 * 5 * 288 * 2 < result["readings"] <= 3 * 5 * 288 * 3
     assert result["residents"] == 3 and result["days"] == 3
+    # The layout the session runs on (make test runs this on plain PostgreSQL too).
+    assert result["storage"] == (
+        "postgresql" if storage_setting == "off" else db.storage_kind(conn)
+    )
     queries = result["queries"]
     assert set(queries) == {"raw_24h", "hourly_30d", "daily_1y", "latest", "alert_queue"}
     # One metric's last 24 h, every 5 minutes (the window may cut one reading at either end).
