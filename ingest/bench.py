@@ -30,7 +30,7 @@ from rich.progress import Progress
 from devices import broker_auth, service
 from eldercare.broker import Broker
 from eldercare.mqtt import connect_blocking, new_client
-from eldercare.settings import MqttEndpoint
+from eldercare.settings import MqttEndpoint, load_settings
 from store import db
 
 SERVICE_USER = "eldercare-service"
@@ -83,7 +83,8 @@ class BenchSystem:
 
     def setup(self) -> str:
         db.ensure_database(self.url)
-        db.migrate(self.url)
+        # The layout the settings ask for (ELDERCARE_TIMESCALE=off measures plain PostgreSQL).
+        db.migrate(self.url, timescale=load_settings().timescale)
         with db.connection(self.url, autocommit=True) as conn:
             service.ensure_service_account(conn, username=SERVICE_USER, password=self.password)
             resident = service.add_resident(conn, name="基准测试")
