@@ -89,9 +89,8 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
     @app.exception_handler(psycopg.errors.DataError)
     def data_error(_request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
         # Input the schema allowed but the database cannot hold (a date or number out of range).
-        return JSONResponse(
-            {"detail": f"value out of range: {exc.diag.message_primary}"}, status_code=422
-        )
+        why = exc.diag.message_primary or str(exc).splitlines()[0] or type(exc).__name__
+        return JSONResponse({"detail": f"value out of range: {why}"}, status_code=422)
 
     @app.exception_handler(OverflowError)
     def overflow(_request: Request, exc: OverflowError) -> JSONResponse:
