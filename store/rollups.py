@@ -10,7 +10,8 @@ readings aggregated on the fly above it (the `reading_hour` / `reading_day` view
 the continuous aggregates), and an invalidation log filled by a statement trigger on `reading` in
 the inserting transaction — so a back-filled reading is never missed, whatever its age or however
 late its transaction commits. `refresh` recomputes the invalidated buckets and moves the
-watermark; the maintenance loop calls it every minute.
+watermark (hours from raw readings, then days from those hours); the ingest maintenance thread
+calls it every minute.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ class Materialized:
     view: str  # the relation queries read (same name on both layouts)
     table: str  # plain PostgreSQL: where complete buckets are kept
     width: timedelta
+    # Plain PostgreSQL: what a bucket is recomputed from. Days come from the hours (24 rows per
+    # metric instead of a day of raw readings): sum, min, max and count compose exactly.
+    source: str = "reading"
 
 
 MATERIALIZED = (
     Materialized("reading_hour", "reading_hour_rollup", timedelta(hours=1)),
-    Materialized("reading_day", "reading_day_rollup", timedelta(days=1)),
+    Materialized("reading_day", "reading_day_rollup", timedelta(days=1), "reading_hour_rollup"),
 )
 # TimescaleDB: how far back an on-demand refresh looks (the policies use the same offsets).
 TIMESCALE_REFRESH_BACK = timedelta(days=8)
@@ -79,13 +83,16 @@ SELECT resident_id, metric, date_bin({width}, measured_at, {origin}) AS bucket, 
 FROM reading
 WHERE measured_at >= (SELECT materialized_until FROM reading_rollup_state WHERE view = {view_name})
 GROUP BY resident_id, metric, bucket"""
+# Aggregate the inserted rows first, then pair them with the two views: grouping the cross join
+# instead made plpgsql's cached plan cost 60 ms per ingest batch (measured; 0.1 ms this way).
 CREATE_TRIGGER_FUNCTION = """
 CREATE FUNCTION reading_rollup_invalidate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO reading_rollup_invalidation (view, resident_id, lo, hi)
-    SELECT s.view, n.resident_id, min(n.measured_at), max(n.measured_at)
-    FROM new_rows n CROSS JOIN reading_rollup_state s
-    GROUP BY s.view, n.resident_id;
+    SELECT s.view, n.resident_id, n.lo, n.hi
+    FROM (SELECT resident_id, min(measured_at) AS lo, max(measured_at) AS hi
+          FROM new_rows GROUP BY resident_id) n
+    CROSS JOIN reading_rollup_state s;
     RETURN NULL;
 END $$"""
 CREATE_TRIGGER = """
@@ -100,7 +107,7 @@ FROM reading r CROSS JOIN reading_rollup_state s GROUP BY s.view, r.resident_id"
 # --- refresh ------------------------------------------------------------------------------------
 
 # One statement: take the invalidations below the new watermark (keeping any part above it for a
-# later refresh), recompute every bucket they touch from raw readings, upsert them.
+# later refresh), recompute every bucket they touch from {source}, upsert them.
 RECOMPUTE = """
 WITH due AS (
     DELETE FROM reading_rollup_invalidation
@@ -119,18 +126,25 @@ WITH due AS (
 )
 INSERT INTO {table} (resident_id, metric, bucket, sum_value, min_value, max_value, samples)
 SELECT t.resident_id, a.metric, t.bucket, a.sum_value, a.min_value, a.max_value, a.samples
-FROM touched t CROSS JOIN LATERAL (
+FROM touched t CROSS JOIN LATERAL ({aggregate}) a
+ON CONFLICT (resident_id, metric, bucket) DO UPDATE
+SET sum_value = EXCLUDED.sum_value, min_value = EXCLUDED.min_value,
+    max_value = EXCLUDED.max_value, samples = EXCLUDED.samples
+"""
+FROM_READINGS = """
     SELECT metric, sum(value) AS sum_value, min(value) AS min_value, max(value) AS max_value,
            count(*) AS samples
     FROM reading
     WHERE resident_id = t.resident_id AND metric = ANY(%(metrics)s)
       AND measured_at >= t.bucket AND measured_at < t.bucket + %(width)s
-    GROUP BY metric
-) a
-ON CONFLICT (resident_id, metric, bucket) DO UPDATE
-SET sum_value = EXCLUDED.sum_value, min_value = EXCLUDED.min_value,
-    max_value = EXCLUDED.max_value, samples = EXCLUDED.samples
-"""
+    GROUP BY metric"""
+FROM_ROLLUP = """
+    SELECT metric, sum(sum_value) AS sum_value, min(min_value) AS min_value,
+           max(max_value) AS max_value, sum(samples)::bigint AS samples
+    FROM {source}
+    WHERE resident_id = t.resident_id
+      AND bucket >= t.bucket AND bucket < t.bucket + %(width)s
+    GROUP BY metric"""
 ADVANCE = """
 UPDATE reading_rollup_state SET materialized_until = %(until)s
 WHERE view = %(view)s AND materialized_until < %(until)s
@@ -171,7 +185,15 @@ def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
                 "origin": datetime.fromisoformat(BUCKET_ORIGIN),
                 "metrics": list(METRICS),
             }
-            cur = conn.execute(sql.SQL(RECOMPUTE).format(table=sql.Identifier(m.table)), params)
+            aggregate = (
+                sql.SQL(FROM_READINGS)
+                if m.source == "reading"
+                else sql.SQL(FROM_ROLLUP).format(source=sql.Identifier(m.source))
+            )
+            statement = sql.SQL(RECOMPUTE).format(
+                table=sql.Identifier(m.table), aggregate=aggregate
+            )
+            cur = conn.execute(statement, params)
             written += max(cur.rowcount, 0)
             conn.execute(ADVANCE, params)
     return written

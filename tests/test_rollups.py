@@ -98,6 +98,9 @@ def test_plain_rollups_are_materialized_below_the_watermark_and_live_above_it(la
     assert after == _truth(conn, resident, start, timedelta(hours=1)) != before
     bucket = late.replace(minute=0)
     assert next(r for r in after if r[0] == bucket and r[1] == "heart_rate")[4] == 150
+    # Days are recomputed from the hours: the late reading is in its day too.
+    days_after = _hours(conn, resident, start, "reading_day")
+    assert days_after == _truth(conn, resident, start, timedelta(days=1)) != days
 
     # Readings in the current (incomplete) hour are live: visible at once, no refresh needed.
     conn.execute(
