@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import signal
 import threading
 from typing import Annotated
@@ -81,6 +82,8 @@ def ingest(
             logging.getLogger(__name__).info("claimed ingest slot %s", claim.instance)
     except RuntimeError as exc:
         fail(str(exc))
+    if role == "telemetry" and ingest_cfg.telemetry_nice:
+        os.nice(ingest_cfg.telemetry_nice)  # emergencies first (ingest/settings.py)
     ingestor = Ingestor(cfg, ingest_cfg, role)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

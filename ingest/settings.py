@@ -25,6 +25,10 @@ class IngestSettings(BaseSettings):
     # Readings older than this (device backlog) are refused; newer than now + tolerance too.
     backfill_days: float = 7
     future_tolerance_s: float = 300
+    # A process with --role telemetry lowers its own CPU priority by this much (nice), so that on a
+    # saturated machine the events process and the alert engine run first: an SOS never waits for
+    # the telemetry flood's share of the cores. 0 keeps the default priority.
+    telemetry_nice: int = Field(default=5, ge=0, le=19)
     # Retention, applied by every ingest process in turn (ingest/maintenance.py); 0 turns it off.
     maintenance_interval_s: float = Field(default=300, ge=0)
     # Plain PostgreSQL only: how often the hourly and daily rollups are brought up to date
