@@ -86,4 +86,6 @@ FROM device d LEFT JOIN device_binding b ON b.device_id = d.device_id
 ORDER BY d.device_id, b.bound_at
 """
 
-SELECT_REGISTRY_VERSION = "SELECT last_value, is_called FROM registry_version"
+# Read before the registry itself, in a separate statement: a version seen is committed, so the
+# rows read after it include its change (migration 0013).
+SELECT_REGISTRY_VERSION = "SELECT version, true FROM registry_change"

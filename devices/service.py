@@ -1,6 +1,6 @@
 """Reads and writes of the device registry: residents, devices, bindings, broker accounts.
 
-Every change commits in one transaction; triggers bump `registry_version` and notify
+Every change commits in one transaction; triggers bump `registry_change.version` (in the same transaction) and notify
 `eldercare_registry`, which the ingestor's cache and the broker-auth sync listen to.
 """
 

@@ -76,6 +76,12 @@ class EventWriter:
         with self.conn.transaction():
             self.registry.refresh_if_changed(self.conn)
         problem = self.registry.device_problem(device_id)
+        if problem is Reason.UNKNOWN_DEVICE and channel == "events":
+            # The broker let it log in, so it is registered somewhere: before refusing what may be
+            # an SOS, look at the registry itself rather than the cache (rare, so cheap).
+            with self.conn.transaction():
+                self.registry.refresh_if_changed(self.conn, force=True)
+            problem = self.registry.device_problem(device_id)
         if problem is Reason.UNKNOWN_DEVICE or (problem is not None and channel == "status"):
             what = "not registered" if problem is Reason.UNKNOWN_DEVICE else "retired"
             self._quarantine(message, device_id, problem, f"device {device_id} is {what}")

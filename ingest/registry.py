@@ -1,7 +1,8 @@
 """The ingestor's cached view of the device registry.
 
-Before each batch it compares the registry's version (a sequence bumped by triggers on every change)
-and reloads when it moved, so a device retired or rebound a moment ago is judged correctly.
+Before each batch it compares the registry's version (bumped by triggers in every changing
+transaction, migration 0013) and reloads when it moved, so a device registered, retired or rebound a
+moment ago is judged correctly.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ class DeviceRegistry:
         self._devices: dict[str, _Entry] = {}
         self._version: tuple[int, bool] | None = None
 
-    def refresh_if_changed(self, conn: psycopg.Connection) -> bool:
+    def refresh_if_changed(self, conn: psycopg.Connection, *, force: bool = False) -> bool:
+        """Reload when the registry's version moved (or `force`); True when it reloaded."""
         row = conn.execute(queries.SELECT_REGISTRY_VERSION).fetchone()
         version = (int(row[0]), bool(row[1])) if row else (0, False)
-        if version == self._version:
+        if version == self._version and not force:
             return False
         devices: dict[str, _Entry] = {}
         for device_id, _kind, status, resident_id, bound_at, unbound_at in conn.execute(
