@@ -264,6 +264,9 @@ class Connection:
             props.SessionExpiryInterval = 0
         self.client.disconnect(properties=props)
         self.client.loop_stop()
+        # paho closes its wake-up socket pair only when the client is garbage-collected, which for
+        # a client in a reference cycle (callbacks bound to this object) may be never.
+        self.client._reset_sockets()
 
     def ack(self, mid: int, generation: int) -> None:
         """mid 0 (a QoS 0 message) needs no acknowledgement."""

@@ -326,3 +326,63 @@ def test_simulated_fleet_reaches_the_database(settings, database_url, broker, in
     )
     assert (again.residents_created, again.devices_created) == (0, 0)
     assert again.messages_by_channel.get("telemetry", 0) > 0
+
+
+def test_an_sos_nobody_answered_is_sent_again_until_the_backend_acks_it(
+    settings, database_url, broker, endpoint, conn
+):
+    """The contract's device behaviour (docs/mqtt.md): a PUBACK only says the broker took it; the
+    button re-sends the same SOS until the backend answers on its ack topic. Here the first one is
+    lost for good — no ingest session exists yet — and the re-send is what gets it stored."""
+    import threading
+
+    from ingest.consumer import Ingestor
+    from ingest.settings import IngestSettings
+    from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
+    from tests.support import Subscriber
+
+    def broker_sync(c):
+        broker_auth.sync(c, broker.passwd_path, broker.acl_path, None)
+        broker.reload()
+
+    name = f"t{uuid.uuid4().hex[:8]}"
+    button = f"{name}-001-sos_button"
+    watcher = Subscriber(
+        endpoint, SERVICE_USER, SERVICE_PASSWORD, f"eldercare/v1/devices/{button}/events"
+    )
+    options = Options(
+        residents=1,
+        duration=timedelta(seconds=8),
+        speed=60,
+        interval=INTERVAL,
+        episodes=("sos",),
+        fleet=name,
+        seed=5,
+    )
+    result = {}
+    run_thread = threading.Thread(
+        target=lambda: result.update(
+            summary=simulate(conn, settings.mqtt, options, after_provision=broker_sync)
+        )
+    )
+    ingestor = Ingestor(
+        settings,
+        IngestSettings(instance=f"t{uuid.uuid4().hex[:6]}", share_group=f"g{uuid.uuid4().hex[:8]}"),
+    )
+    try:
+        run_thread.start()
+        first = watcher.wait(lambda m: len(m) >= 1, timeout=20)
+        msg_id = orjson.loads(first[0][1])["msg_id"]
+        # Only now does an ingestor subscribe: the first SOS went to nobody.
+        ingestor.start()
+        assert ingestor.wait_subscribed(20)
+        run_thread.join(60)
+    finally:
+        ingestor.stop(leave=True)
+        watcher.close()
+    summary = result["summary"]
+    assert summary.emergencies_resent >= 1 and summary.emergencies_unanswered == 0
+    stored = conn.execute(
+        "SELECT count(*) FROM device_event WHERE device_id = %s AND msg_id = %s", (button, msg_id)
+    ).fetchone()
+    assert stored == (1,), "stored once, however often it was sent"

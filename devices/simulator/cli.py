@@ -186,6 +186,12 @@ def _print_summary(summary: Summary, json: bool) -> None:
         f"{summary.messages_unacknowledged} unacknowledged; stopped by {summary.stopped_by} "
         f"after {summary.elapsed_s:.0f}s"
     )
+    if summary.emergencies_resent or summary.emergencies_unanswered:
+        typer.echo(
+            f"emergencies re-sent for want of the backend's ack: {summary.emergencies_resent}; "
+            f"never answered: {summary.emergencies_unanswered}"
+            + (" — is `eldercare ingest` running?" if summary.emergencies_unanswered else "")
+        )
     for item in summary.episodes_scheduled:
         at = sim_label(datetime.fromisoformat(item["at"]))
         state = "" if item["started"] else "  (not reached)"

@@ -65,6 +65,9 @@ class Summary:
     stopped_by: str  # duration | signal | finished (every device fell silent)
     residents_created: int = 0
     devices_created: int = 0
+    # SOS and falls re-sent because the backend had not answered yet, and those it never answered.
+    emergencies_resent: int = 0
+    emergencies_unanswered: int = 0
 
 
 def simulate(
@@ -131,6 +134,7 @@ def publish(
         display.close()
         sim_end = clock.sim_at(outcome[1]) if clock is not None else _now()
         unacknowledged = clients.close(vanished=_vanished(schedule, sim_end))
+        unanswered = clients.emergencies_unanswered
     assert clock is not None
     residents = {r.index: r for r in fleet.residents}
     return Summary(
@@ -158,6 +162,8 @@ def publish(
         stopped_by=outcome[0],
         residents_created=sum(r.created for r in fleet.residents),
         devices_created=sum(d.created for d in fleet.devices),
+        emergencies_resent=clients.emergencies_resent,
+        emergencies_unanswered=unanswered,
     )
 
 
@@ -195,6 +201,9 @@ def _tagged(device_id: str, stream: Iterator[Message]) -> Iterator[tuple[str, Me
         yield device_id, message
 
 
+RESEND_CHECK_S = 1.0
+
+
 def _pace(
     merged: Iterable[tuple[str, Message]],
     clients: DeviceClients,
@@ -212,8 +221,13 @@ def _pace(
             if stop.wait(max(0.0, limit_s - (time.monotonic() - started))):
                 return "signal", time.monotonic() - started
             return "duration", limit_s
-        if stop.wait(max(0.0, due - (time.monotonic() - started))):
-            return "signal", time.monotonic() - started
+        while True:  # wait for the message's time, re-sending unanswered emergencies meanwhile
+            wait = due - (time.monotonic() - started)
+            if stop.wait(max(0.0, min(wait, RESEND_CHECK_S))):
+                return "signal", time.monotonic() - started
+            clients.resend_due()
+            if wait <= RESEND_CHECK_S:
+                break
         while notes and notes[0][0] <= message.at:
             display.note(notes.popleft()[1])
         clients.publish(device_id, message)
