@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from psycopg.types.json import Jsonb
 from rich.progress import Progress
 
 from api import access
-from ingest.bench import machine_description
+from eldercare.ports import free_port
+from ingest.bench import machine_description, percentile
 from store import db, rollups
 from store.timescale import COMPRESS_AFTER
 
@@ -171,18 +171,6 @@ def as_dict(result: ApiBenchResult) -> dict[str, Any]:
         out[f"{name}_p50_ms"] = stats.p50_ms
         out[f"{name}_p99_ms"] = stats.p99_ms
     return out
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class History:
@@ -324,7 +312,7 @@ class ApiServer:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.port = _free_port()
+        self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="eldercare-bench-api-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -462,8 +450,8 @@ def measure(
             results[name] = QueryStats(
                 requests=requests,
                 rows_per_request=round(statistics.fmean(r for _, r in timed), 1),
-                p50_ms=round(_percentile(latencies, 0.50), 1),
-                p99_ms=round(_percentile(latencies, 0.99), 1),
+                p50_ms=round(percentile(latencies, 0.50), 1),
+                p99_ms=round(percentile(latencies, 0.99), 1),
                 max_ms=round(max(latencies), 1),
             )
             progress.remove_task(task)
