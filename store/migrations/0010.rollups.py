@@ -4,6 +4,7 @@ uploaded days late still reaches the hourly and minute aggregates."""
 
 from yoyo import step
 
+from store.db import storage_kind
 from store.rollups import plain_schema
 from store.timescale import ROLLUPS
 
@@ -12,19 +13,9 @@ __depends__ = {"0009.access_hardening"}
 __transactional__ = False
 
 
-def _storage(cur):  # type: ignore[no-untyped-def]
-    cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-    if not cur.fetchone()[0]:
-        return "postgresql"
-    cur.execute(
-        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'reading'"
-    )
-    return "timescaledb" if cur.fetchone()[0] else "postgresql"
-
-
 def apply(conn):  # type: ignore[no-untyped-def]
     cur = conn.cursor()
-    if _storage(cur) == "timescaledb":
+    if storage_kind(conn) == "timescaledb":
         for rollup in ROLLUPS:
             cur.execute(
                 "SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (rollup.view,)

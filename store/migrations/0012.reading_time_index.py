@@ -6,28 +6,18 @@ hypertable (created with it), so nothing is done there."""
 
 from yoyo import step
 
+from store.db import storage_kind
+
 __depends__ = {"0010.rollups"}
 
 
 def apply(conn):  # type: ignore[no-untyped-def]
-    cur = conn.cursor()
-    cur.execute(
-        "SELECT count(*) FROM pg_extension e, timescaledb_information.hypertables h "
-        "WHERE e.extname = 'timescaledb' AND h.hypertable_name = 'reading'"
-        if _has_timescale(cur)
-        else "SELECT 0"
-    )
-    if cur.fetchone()[0]:
+    if storage_kind(conn) == "timescaledb":
         return
-    cur.execute(
+    conn.cursor().execute(
         "CREATE INDEX reading_measured_brin ON reading USING brin (measured_at) "
         "WITH (pages_per_range = 32)"
     )
-
-
-def _has_timescale(cur):  # type: ignore[no-untyped-def]
-    cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-    return cur.fetchone()[0] > 0
 
 
 def rollback(conn):  # type: ignore[no-untyped-def]
