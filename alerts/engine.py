@@ -34,7 +34,7 @@ from alerts.rules import (
 )
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
-from alerts.window import load_window
+from alerts.window import METRICS, load_window
 from eldercare.mqtt import _Client, connect_blocking, new_client
 from eldercare.settings import Settings
 from store.db import connect_with_retry
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 FAST_CHANNELS = ("mqtt", "device_ack")
 SLOW_CHANNELS = ("email", "webhook")
-METRICS = list(LOOKBACKS)
 
 
 class AlertEngine:
