@@ -231,3 +231,34 @@ def mosquitto_pub(
         capture_output=True,
         timeout=30,
     )
+
+
+class MailInbox:
+    """An aiosmtpd handler that keeps every message it accepts (thread-safe: the server has its own
+    thread)."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.envelopes.append(envelope)
+        return "250 OK"
+
+    def to(self, address: str) -> list[Any]:
+        with self.lock:
+            return [e for e in self.envelopes if address in e.rcpt_tos]
+
+
+def wait_telemetry_stored(conn: Any, device_id: str, count: int) -> None:
+    """Wait until `count` of the device's telemetry messages are stored."""
+    wait_for(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM telemetry_message WHERE device_id = %s", (device_id,)
+            ).fetchone()[0]
+            >= count
+        ),
+        what="telemetry stored",
+    )

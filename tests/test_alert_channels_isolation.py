@@ -28,7 +28,7 @@ from care import service as care
 from devices import service as devices
 from eldercare.ports import free_port
 from store import db
-from tests.support import wait_for
+from tests.support import MailInbox, wait_for
 
 SECRET = "isolation-test-secret"
 
@@ -71,21 +71,6 @@ class HangingPlatform:
         self.server.server_close()
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.envelopes.append(envelope)
-        return "250 OK"
-
-    def to(self, address: str) -> list[Any]:
-        with self.lock:
-            return [e for e in self.envelopes if address in e.rcpt_tos]
-
-
 @pytest.fixture()
 def platform() -> Iterator[HangingPlatform]:
     instance = HangingPlatform()
@@ -94,8 +79,8 @@ def platform() -> Iterator[HangingPlatform]:
 
 
 @pytest.fixture()
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
+def smtp() -> Iterator[tuple[MailInbox, int]]:
+    inbox = MailInbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from care import service as care
 from devices import service as devices
 from eldercare.ports import free_port
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import Subscriber, wait_for
+from tests.support import MailInbox, Subscriber, wait_for
 
 CRITICAL_TIERS = [
     {"after_s": 0, "notify": ["contracted_doctor", "duty_desk"]},
@@ -164,21 +163,6 @@ def _alert_of(envelope: Any) -> int:
     return int(str(message["X-Eldercare-Idempotency-Key"]).split(":")[0][1:])
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.envelopes.append(envelope)
-        return "250 OK"
-
-    def to(self, address: str) -> list[Any]:
-        with self.lock:
-            return [e for e in self.envelopes if address in e.rcpt_tos]
-
-
 def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_mailbox(
     conn, tag, settings, endpoint
 ):
@@ -208,7 +192,7 @@ def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_ma
     }
     assert mine == {"critical": {"mqtt", "email"}, "warning": {"mqtt"}, "info": {"email"}}
 
-    inbox = _Inbox()
+    inbox = MailInbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

@@ -18,7 +18,7 @@ from alerts.settings import AlertSettings
 from devices.simulator.episodes import ScheduledEpisode, timeline
 from devices.simulator.vitals import baseline
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import Subscriber, wait_for
+from tests.support import Subscriber, wait_for, wait_telemetry_stored
 
 INTERVAL = timedelta(seconds=10)
 
@@ -36,18 +36,6 @@ def _play(
     for message in messages:
         device.publish(message.channel, message.payload)
     return messages
-
-
-def _stored(conn, device_id, count):
-    wait_for(
-        lambda: (
-            conn.execute(
-                "SELECT count(*) FROM telemetry_message WHERE device_id = %s", (device_id,)
-            ).fetchone()[0]
-            >= count
-        ),
-        what="telemetry stored",
-    )
 
 
 @pytest.fixture()
@@ -112,7 +100,9 @@ def test_episode_raises_the_right_alert_for_the_contracted_doctor(
 ):
     device = register(kind, resident_id=circle["resident"])
     messages = _play(device, kind, episode, starts_before=starts_before)
-    _stored(conn, device.device_id, sum(1 for m in messages if m.channel == "telemetry"))
+    wait_telemetry_stored(
+        conn, device.device_id, sum(1 for m in messages if m.channel == "telemetry")
+    )
     found = _judge(engine, conn, circle["resident"])
     assert set(found) == set(expected)
     for rule, severity in expected.items():
@@ -214,7 +204,9 @@ def test_the_engine_itself_picks_the_residents_with_new_readings(
         messages = _play(
             device, "wristband", episode, starts_before=timedelta(minutes=2, seconds=30)
         )
-        _stored(conn, device.device_id, sum(1 for m in messages if m.channel == "telemetry"))
+        wait_telemetry_stored(
+            conn, device.device_id, sum(1 for m in messages if m.channel == "telemetry")
+        )
     now = datetime.now(UTC)
     engine.clock = ManualClock(now)
     engine.evaluate_readings(conn, now)  # no resident named: its own selection

@@ -10,7 +10,7 @@ import pytest
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
-from tests.support import cli, cli_json, now_ms, wait_for
+from tests.support import cli, cli_json, now_ms, wait_telemetry_stored
 
 
 @pytest.fixture()
@@ -19,18 +19,6 @@ def engine(settings):
     instance.connect()
     yield instance
     instance.close()
-
-
-def _stored(conn, device_id, count):
-    wait_for(
-        lambda: (
-            conn.execute(
-                "SELECT count(*) FROM telemetry_message WHERE device_id = %s", (device_id,)
-            ).fetchone()[0]
-            >= count
-        ),
-        what="telemetry stored",
-    )
 
 
 def _judge(engine, conn, resident_id):
@@ -50,10 +38,10 @@ def test_a_one_sided_override_from_the_cli_keeps_hypotension_alerts(
     assert set_high["low"] is None and set_high["effective"] == {"low": 90, "high": 200}
 
     cuff.telemetry({"systolic_bp": 185, "diastolic_bp": 95}, ts=now_ms() - 60_000)
-    _stored(conn, cuff.device_id, 1)
+    wait_telemetry_stored(conn, cuff.device_id, 1)
     assert _judge(engine, conn, cuff.resident_id) == {}, "185 is below this resident's 200"
     cuff.telemetry({"systolic_bp": 86, "diastolic_bp": 55})
-    _stored(conn, cuff.device_id, 2)
+    wait_telemetry_stored(conn, cuff.device_id, 2)
     assert _judge(engine, conn, cuff.resident_id) == {"hypotension": "warning"}
 
     bad = cli(
@@ -77,6 +65,6 @@ def test_a_scale_2_residents_own_target_decides_spo2_alerts(register, ingestor, 
         for i in range(13):  # 90 % for two minutes: on target for scale 2, severe on scale 1
             at = start + timedelta(seconds=10 * i)
             clip.telemetry({"spo2": 90}, ts=int(at.timestamp() * 1000))
-        _stored(conn, clip.device_id, 13)
+        wait_telemetry_stored(conn, clip.device_id, 13)
     assert _judge(engine, conn, scale_2.resident_id) == {}
     assert _judge(engine, conn, scale_1.resident_id)["spo2_low"] == "critical"
