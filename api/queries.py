@@ -19,14 +19,20 @@ VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
 """
 
 # The token's owner, whether a person or a platform, with what they may see.
-SELECT_TOKEN = """
-SELECT t.id, t.kind, t.scopes, t.expires_at,
-       u.id, u.username, u.role, u.doctor_id, u.institution_id, d.institution_id,
-       p.id, p.name, p.institution_ids
+# Who a token belongs to, if it still may: an active account or a platform not disabled. The
+# login check and the live stream's re-check share these joins.
+_TOKEN_OWNER = """
 FROM api_token t
 LEFT JOIN app_user u ON u.id = t.user_id AND u.active
 LEFT JOIN doctor d ON d.id = u.doctor_id
 LEFT JOIN platform_client p ON p.id = t.client_id AND p.disabled_at IS NULL
+"""
+
+SELECT_TOKEN = f"""
+SELECT t.id, t.kind, t.scopes, t.expires_at,
+       u.id, u.username, u.role, u.doctor_id, u.institution_id, d.institution_id,
+       p.id, p.name, p.institution_ids
+{_TOKEN_OWNER}
 WHERE t.token_hash = %s AND t.revoked_at IS NULL
 """
 
@@ -341,11 +347,10 @@ DELETE FROM stream_ticket WHERE ticket_hash = %s RETURNING principal, expires_at
 
 # An open stream re-checks its caller's token at every heartbeat: still there, not revoked, its
 # account active, not expired.
-TOKEN_STILL_VALID = """
-SELECT t.expires_at FROM api_token t
-LEFT JOIN app_user u ON u.id = t.user_id
-LEFT JOIN platform_client p ON p.id = t.client_id
-WHERE t.id = %s AND t.revoked_at IS NULL AND (u.active OR p.id IS NOT NULL)
+TOKEN_STILL_VALID = f"""
+SELECT t.expires_at
+{_TOKEN_OWNER}
+WHERE t.id = %s AND t.revoked_at IS NULL AND (u.id IS NOT NULL OR p.id IS NOT NULL)
 """
 
 VISIBLE_RESIDENT_IDS = f"SELECT r.id FROM resident r WHERE {_SEE_R}"

@@ -23,6 +23,7 @@ import uvicorn
 
 from alerts import service
 from alerts.models import Finding
+from api import access
 from api.app import create_app
 from api.hub import Timing
 from api.logs import REDACTED, RedactSecrets, redact_query
@@ -277,6 +278,18 @@ def test_a_revoked_or_expired_token_ends_the_open_stream(live_server, readers, w
     )
     events = by_header.wait(lambda r: r.done.is_set(), what="the stream to end")
     assert events[-1]["event"] == "end" and "expired" in str(events[-1]["data"])
+
+
+def test_a_disabled_platform_s_open_stream_ends(live_server, readers, world, conn):  # noqa: F811
+    base = live_server(FAST)
+    platform_id, key = access.add_platform(
+        conn, name=f"stream-{uuid.uuid4().hex[:6]}", institution_ids=[world["centre"]]
+    )
+    stream = readers(f"{base}/api/v1/stream", headers={"Authorization": f"Bearer {key}"})
+    stream.wait(lambda r: r.heartbeats >= 1, what="a heartbeat")
+    conn.execute("UPDATE platform_client SET disabled_at = now() WHERE id = %s", (platform_id,))
+    events = stream.wait(lambda r: r.done.is_set(), what="the stream to end")
+    assert events[-1]["event"] == "end" and "disabled" in str(events[-1]["data"])
 
 
 @pytest.mark.timeout(120)

@@ -95,7 +95,7 @@ class _Stream:
 def _token_problem(conn: Conn, caller: Principal) -> str | None:
     row = conn.execute(queries.TOKEN_STILL_VALID, (caller.token_id,)).fetchone()
     if row is None:
-        return "the token was revoked or its account disabled; log in again"
+        return "the token was revoked or its account or platform disabled; log in again"
     if row[0] is not None and row[0] <= datetime.now(UTC):
         return "the token has expired; log in again"
     return None
