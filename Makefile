@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench install system-packages clean
+.PHONY: run test test-random lint bench install system-packages clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-system-packages
@@ -27,6 +27,11 @@ test: install lint
 	ELDERCARE_TEST_STORAGE=off $(BIN)/pytest -q tests/test_storage.py tests/test_ingest_e2e.py \
 		tests/test_delivery.py tests/test_rollups.py tests/test_api_readings.py tests/test_alert_wiring.py \
 		tests/test_bench_smoke.py
+
+## The whole suite in a shuffled order (pytest-randomly; the seed is printed, `-p randomly
+## -p "randomly_seed=N"` repeats it): no test may depend on another one's leftovers or on the order.
+test-random: install
+	$(BIN)/pytest -p randomly
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from store.timescale import BUCKET_ORIGIN
+from store.timescale import BUCKET_ORIGIN, ROLLUPS
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,12 @@ LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('eldercare.reading_rollup'))"
 TIMESCALE_REFRESH = "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)"
 
 
+def _interval(text: str) -> timedelta:
+    """'1 minute' / '1 hour' / '1 day' (store.timescale.ROLLUPS) as a timedelta."""
+    count, unit = text.split()
+    return timedelta(**{unit.rstrip("s") + "s": int(count)})
+
+
 def _bucket_start(moment: datetime, width: timedelta) -> datetime:
     origin = datetime.fromisoformat(BUCKET_ORIGIN)
     return origin + (moment - origin) // width * width
@@ -164,12 +170,14 @@ def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
     buckets written (plain PostgreSQL) or refreshed views (TimescaleDB). `conn` must be in
     autocommit mode (TimescaleDB refuses to refresh inside a transaction block)."""
     if storage == "timescaledb":
-        for m in MATERIALIZED:
+        # Every continuous aggregate, the minute one included: after an import or a back-fill the
+        # caller wants all resolutions to agree, not only the two plain PostgreSQL materializes.
+        for rollup in ROLLUPS:
+            width = _interval(rollup.width)
             conn.execute(
-                TIMESCALE_REFRESH,
-                (m.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, m.width)),
+                TIMESCALE_REFRESH, (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width))
             )
-        return len(MATERIALIZED)
+        return len(ROLLUPS)
     from ingest.metrics import METRICS
 
     written = 0
