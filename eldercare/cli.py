@@ -94,7 +94,8 @@ def api(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings, 8000).")] = None,
 ) -> None:
-    """Serve the HTTP API (health now; the doctors' API and dashboard later)."""
+    """Serve the HTTP API: /api/v1 for doctors, staff and platforms, the live stream, /metrics,
+    /docs and the dashboard at /."""
     import uvicorn
 
     from api.app import create_app
