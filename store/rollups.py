@@ -175,7 +175,8 @@ def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
         for rollup in ROLLUPS:
             width = _interval(rollup.width)
             conn.execute(
-                TIMESCALE_REFRESH, (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width))
+                TIMESCALE_REFRESH,
+                (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width)),
             )
         return len(ROLLUPS)
     from ingest.metrics import METRICS
