@@ -1,8 +1,9 @@
 """The persisted outbox: sends due notifications through their channels, retries with backoff.
 
-Rows are claimed with FOR UPDATE SKIP LOCKED, so several dispatchers never send the same row at
-once. A crash between sending and recording makes the row go out again: delivery is at-least-once,
-and receivers deduplicate on the idempotency key.
+Rows are claimed with FOR UPDATE SKIP LOCKED, and only while still due, so several dispatchers
+never send the same row at once, nor again a row another one has just tried and put off. A crash
+between sending and recording makes the row go out again: delivery is at-least-once, and receivers
+deduplicate on the idempotency key.
 
 Channels do not wait for each other: webhooks and e-mail (other parties' servers) are each sent on a
 lane of their own, a thread with its own database connection, which a call leaves running when it
@@ -174,9 +175,11 @@ def _send_lane(conn: psycopg.Connection, channel: Channel, ids: list[int], now: 
     delivered = 0
     for notification_id in ids:
         with conn.transaction():
-            row = conn.execute(queries.CLAIM_NOTIFICATION, (notification_id,)).fetchone()
+            row = conn.execute(
+                queries.CLAIM_NOTIFICATION, {"id": notification_id, "now": now}
+            ).fetchone()
             if row is None:
-                continue  # another dispatcher has it, or it went out meanwhile
+                continue  # another dispatcher has it, or it went out or failed meanwhile
             nid, _alert, kind, rkind, rid, channel_name, payload, key, attempts = row
             delivery = Delivery(nid, key, channel_name, _recipient(conn, rkind, rid), payload)
             try:

@@ -252,9 +252,11 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
+# Due is checked again here, not only in DUE_NOTIFICATIONS: a dispatcher working through a list
+# it read a moment ago must not resend a row that another one has just tried and put off.
 CLAIM_NOTIFICATION = """
 SELECT id, alert_id, kind, recipient_kind, recipient_id, channel, payload, idempotency_key, attempts
-FROM notification WHERE id = %s AND state = 'pending'
+FROM notification WHERE id = %(id)s AND state = 'pending' AND next_attempt_at <= %(now)s
 FOR UPDATE SKIP LOCKED
 """
 
