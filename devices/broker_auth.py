@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import psycopg
 from devices import queries
 
 log = logging.getLogger(__name__)
+
+# Password hashes (and the list of logins): for the broker's user only. broker sync runs as that
+# user (docker-compose.yml: uid 1883), so Mosquitto needs no group access either.
+FILE_MODE = 0o600
 
 # %u is the MQTT username, which is the device id for device accounts.
 ACL_TEMPLATE = """\
@@ -51,13 +56,37 @@ def active_accounts(conn: psycopg.Connection) -> list[Account]:
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
+    """Replace the file with `text` if it differs: atomically, durably, and private throughout.
+
+    The temporary file gets a unique name and is created exclusively (never through a link someone
+    planted) with FILE_MODE from its first byte; its data is synced before the rename and the
+    directory after it, so that a crash or power loss leaves the old file or the new one, whole.
+    """
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
     return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (the new directory entry reaches the disk)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_files(accounts: list[Account], passwd_path: Path, acl_path: Path) -> bool:
