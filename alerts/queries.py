@@ -22,6 +22,21 @@ WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND s
 FOR UPDATE
 """
 
+# The SOS presses or falls an unresolved alert holds: the events of its rule handled since it opened,
+# of its resident (or, for a device bound to nobody, of its device). At most one alert per resident
+# and rule is unresolved at a time, so they are all this alert's.
+ALERT_PRESSES = """
+SELECT device_id, occurred_at FROM device_event
+WHERE type = %(rule)s AND alert_processed_at >= %(opened_at)s
+  AND resident_id IS NOT DISTINCT FROM %(resident_id)s
+  AND (%(resident_id)s::bigint IS NOT NULL OR device_id = %(device_id)s)
+"""
+
+# Has a person ever taken the alert on (a new press since may have reopened it)?
+EVER_ACKNOWLEDGED = (
+    "SELECT EXISTS (SELECT 1 FROM alert_transition WHERE alert_id = %s AND action = 'acknowledged')"
+)
+
 # The latest alert of this resident and rule that a person (not the system) resolved recently.
 RECENTLY_RESOLVED = """
 SELECT id, resolved_at, resolved_by FROM alert
