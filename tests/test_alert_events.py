@@ -13,7 +13,7 @@ from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import Subscriber, new_msg_id, now_ms, wait_for
+from tests.support import DoctorApp, Subscriber, new_msg_id, now_ms, wait_for
 
 
 @pytest.fixture()
@@ -348,10 +348,12 @@ def test_a_backlog_fall_and_its_prompt_cancel_alarm_nobody(
 
 
 def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notified(
-    register, ingestor, engine, circle, endpoint, conn
+    register, ingestor, engine, circle, endpoint, conn, app_login
 ):
     button = register("sos_button", resident_id=circle["resident"])
     device = Subscriber(endpoint, button.device_id, button.password, button.topic("ack"))
+    # The doctor's app: "told" is its acknowledgement of the notification (docs/alerts.md).
+    app = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
         # Pressed 20 hours ago (the button is worn since yesterday), sent only now.
         pressed = now_ms() - 20 * 3600 * 1000
@@ -379,6 +381,7 @@ def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notifi
         assert _device_statuses(conn, alert_id, button.device_id) == []
     finally:
         device.close()
+        app.close()
 
 
 # --- cancels: only the device that raised it, not older than the latest press, never after a person
