@@ -111,6 +111,7 @@ def show(alert_id: int, json: JsonOpt = False) -> None:
                         "state",
                         "attempts",
                         "sent_at",
+                        "last_error",
                     ),
                     n,
                     strict=True,

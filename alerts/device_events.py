@@ -20,6 +20,7 @@ doctor and the desk as critical, which is why late events are not demoted furthe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,25 +65,46 @@ def event_finding(
     return Finding(rule=kind, severity="critical", title=title, detail=detail, device_id=device_id)
 
 
-def cancel_counts(
-    alert_state: str,
-    alert_detail: dict[str, Any],
+@dataclass(frozen=True)
+class Press:
+    """One SOS press or fall an alert holds: which device, when (the device's clock)."""
+
+    device_id: str
+    occurred_at: datetime
+
+
+def cancel_refusal(
+    *,
     rule: str,
+    alert_state: str,
+    acknowledged: bool,
+    presses: list[Press],
+    device_id: str,
     cancelled_at: datetime,
     window: timedelta,
-) -> bool:
-    """Does a cancel from the device resolve the alert, or is it only a note on it?
+) -> str | None:
+    """Why a device's cancel only adds a note to the alert; None when it resolves it.
 
-    `sos_cancel` always resolves (the wearer pressed by mistake; people are told it is resolved).
-    `fall_cancel` resolves only inside the fall's cancel window, judged on the device's own clock
-    (so a backlog sent in one burst is judged as it happened) and only while nobody has been
-    alarmed yet (pending); after that a person must look and resolve it.
+    A cancel is the wearer saying "false alarm" about their own call, so it counts only
+    - from the device that raised every press the alert holds (another button of the resident, or a
+      bathroom press the bedroom button knows nothing of, is not withdrawn by it),
+    - stamped at or after the latest of them (a cancel of an earlier press, or a day-old one from a
+      backlog, does not withdraw a newer call; judged on the device's own clock),
+    - while no person has acknowledged the alert (once somebody took it on, a person ends it),
+    - for a fall, besides: inside its cancel window while nobody has been alarmed yet (pending).
+    Refused, it is a note on the timeline and a person must check and resolve the alert.
     """
-    if rule != "fall":
-        return True
-    if alert_state != "pending":
-        return False
-    occurred = alert_detail.get("occurred_at")
-    if not isinstance(occurred, str):
-        return True
-    return cancelled_at - datetime.fromisoformat(occurred) <= window
+    if acknowledged:
+        return "a person has acknowledged the alert"
+    others = sorted({p.device_id for p in presses if p.device_id != device_id})
+    if others:
+        return f"the {rule} was raised by {', '.join(others)}, not by {device_id}"
+    latest = max((p.occurred_at for p in presses), default=None)
+    if latest is not None and cancelled_at < latest:
+        return f"it is older than the latest {rule} ({latest.isoformat()})"
+    if rule == "fall":
+        if alert_state != "pending":
+            return f"after the {window} window, people were alarmed"
+        if latest is not None and cancelled_at - latest > window:
+            return f"after the {window} window"
+    return None

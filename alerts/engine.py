@@ -6,6 +6,8 @@
   (or a reading that has just stood long enough to count on its own), the device timers (no data,
   low battery), due escalations and reminders, and sends what is due.
 - Slow channels (e-mail, webhooks) have their own dispatcher thread, so they never delay the others.
+- Doctors' apps acknowledge their notifications on their acks topics (alerts/app_acks.py): only
+  that marks a notification to the app delivered.
 Everything it decides is in the database first; a restart continues from there.
 """
 
@@ -19,6 +21,7 @@ import orjson
 import psycopg
 
 from alerts import facts, outbox, queries, service
+from alerts.app_acks import AppAcks
 from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
@@ -67,6 +70,7 @@ class AlertEngine:
         self.baselines = facts.Baselines()
         self._threads: list[threading.Thread] = []
         self._last_run: dict[str, datetime] = {}
+        self.app_acks: AppAcks | None = None
 
     # --- set-up -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -102,6 +106,8 @@ class AlertEngine:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(10)
+        if self.app_acks is not None:
+            self.app_acks.stop()
         for channel in self.slow.values():
             close = getattr(channel, "close", None)
             if close:
@@ -235,6 +241,9 @@ class AlertEngine:
 
     # --- threads ------------------------------------------------------------------------------
     def start(self) -> None:
+        # Doctors' apps acknowledge notifications: that, not the broker's PUBACK, is delivery.
+        self.app_acks = AppAcks(self.settings, self.clock)
+        self.app_acks.start()
         for target, name in (
             (self._listen, "alert-events"),
             (self._tick_loop, "alert-tick"),

@@ -1,8 +1,9 @@
 """The persisted outbox: sends due notifications through their channels, retries with backoff.
 
-Rows are claimed with FOR UPDATE SKIP LOCKED, so several dispatchers never send the same row at
-once. A crash between sending and recording makes the row go out again: delivery is at-least-once,
-and receivers deduplicate on the idempotency key.
+Rows are claimed with FOR UPDATE SKIP LOCKED, and only while still due, so several dispatchers
+never send the same row at once, nor again a row another one has just tried and put off. A crash
+between sending and recording makes the row go out again: delivery is at-least-once, and receivers
+deduplicate on the idempotency key.
 
 Channels do not wait for each other: webhooks and e-mail (other parties' servers) are each sent on a
 lane of their own, a thread with its own database connection, which a call leaves running when it
@@ -32,6 +33,9 @@ MAX_BACKOFF = timedelta(minutes=5)
 MAX_ATTEMPTS = 300
 # How long a call waits for an isolated channel's lane before leaving it to finish by itself.
 DETACH_AFTER_S = 1.0
+# A row published to a doctor's app waits at least this long for the app's acknowledgement before
+# it is published again (then with the backoff): a connected app answers within milliseconds.
+ACK_WAIT = timedelta(seconds=10)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -39,10 +43,29 @@ def backoff(attempts: int) -> timedelta:
     return min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts, 16)))
 
 
+def ack_wait(attempts: int) -> timedelta:
+    """How long a published row waits for the app's acknowledgement before it goes out again."""
+    return max(ACK_WAIT, backoff(attempts))
+
+
+def confirm(
+    conn: psycopg.Connection, *, doctor_id: int, notification_id: int, now: datetime
+) -> bool:
+    """The doctor's app acknowledged this notification: delivered. False when it is not one of
+    this doctor's app notifications that was published (nothing changes)."""
+    params = {"id": notification_id, "doctor_id": str(doctor_id), "now": now}
+    with conn.transaction():
+        if conn.execute(queries.LOCK_APP_NOTIFICATION, params).fetchone() is None:
+            return False
+        return conn.execute(queries.CONFIRM_APP_DELIVERY, params).fetchone() is not None
+
+
 def _recipient(conn: psycopg.Connection, kind: str, rid: str) -> Recipient:
     if kind == "doctor":
-        row = conn.execute(queries.DOCTOR_CONTACT, (int(rid),)).fetchone()
-        return Recipient("doctor", rid, row[1] if row else "", email=row[2] if row else None)
+        row = conn.execute(queries.DOCTOR_RECIPIENT, (int(rid),)).fetchone()
+        if row is None:
+            return Recipient("doctor", rid)
+        return Recipient("doctor", rid, row[0], email=row[1], app_login=bool(row[2]))
     if kind == "webhook":
         row = conn.execute(queries.WEBHOOK_ROW, (int(rid),)).fetchone()
         if row is None:
@@ -60,7 +83,8 @@ def dispatch(
     limit: int = 200,
 ) -> int:
     """Send what is due on these channels (optionally one alert's rows only), each row in its own
-    transaction; returns the number delivered.
+    transaction; returns the number delivered (a row that awaits its receiver's acknowledgement,
+    the doctor's app, is not counted: `confirm` records its delivery).
 
     Channels to our own broker (the doctor's app, the device's ack) are sent here on `conn`, in
     order. A channel marked `isolated` (webhooks, e-mail: other parties' servers, which may hang)
@@ -174,9 +198,11 @@ def _send_lane(conn: psycopg.Connection, channel: Channel, ids: list[int], now: 
     delivered = 0
     for notification_id in ids:
         with conn.transaction():
-            row = conn.execute(queries.CLAIM_NOTIFICATION, (notification_id,)).fetchone()
+            row = conn.execute(
+                queries.CLAIM_NOTIFICATION, {"id": notification_id, "now": now}
+            ).fetchone()
             if row is None:
-                continue  # another dispatcher has it, or it went out meanwhile
+                continue  # another dispatcher has it, or it went out or failed meanwhile
             nid, _alert, kind, rkind, rid, channel_name, payload, key, attempts = row
             delivery = Delivery(nid, key, channel_name, _recipient(conn, rkind, rid), payload)
             try:
@@ -192,6 +218,22 @@ def _send_lane(conn: psycopg.Connection, channel: Channel, ids: list[int], now: 
                         "id": nid,
                         "error": str(exc)[:500],
                         "next": now + backoff(attempts),
+                        "give_up": give_up,
+                    },
+                )
+                continue
+            if getattr(channel, "awaits_ack", False):
+                # Handed over, not delivered: the receiver's acknowledgement (confirm) says that.
+                # Till then it goes out again after a while, for about a day like any retry.
+                give_up = attempts + 1 >= MAX_ATTEMPTS
+                conn.execute(
+                    queries.MARK_RETRY,
+                    {
+                        "id": nid,
+                        "error": f"published {attempts + 1} times, never acknowledged by the app"
+                        if give_up
+                        else "published; awaiting the app's acknowledgement",
+                        "next": now + ack_wait(attempts),
                         "give_up": give_up,
                     },
                 )

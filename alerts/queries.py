@@ -22,6 +22,21 @@ WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND s
 FOR UPDATE
 """
 
+# The SOS presses or falls an unresolved alert holds: the events of its rule handled since it opened,
+# of its resident (or, for a device bound to nobody, of its device). At most one alert per resident
+# and rule is unresolved at a time, so they are all this alert's.
+ALERT_PRESSES = """
+SELECT device_id, occurred_at FROM device_event
+WHERE type = %(rule)s AND alert_processed_at >= %(opened_at)s
+  AND resident_id IS NOT DISTINCT FROM %(resident_id)s
+  AND (%(resident_id)s::bigint IS NOT NULL OR device_id = %(device_id)s)
+"""
+
+# Has a person ever taken the alert on (a new press since may have reopened it)?
+EVER_ACKNOWLEDGED = (
+    "SELECT EXISTS (SELECT 1 FROM alert_transition WHERE alert_id = %s AND action = 'acknowledged')"
+)
+
 # The latest alert of this resident and rule that a person (not the system) resolved recently.
 RECENTLY_RESOLVED = """
 SELECT id, resolved_at, resolved_by FROM alert
@@ -252,9 +267,11 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
+# Due is checked again here, not only in DUE_NOTIFICATIONS: a dispatcher working through a list
+# it read a moment ago must not resend a row that another one has just tried and put off.
 CLAIM_NOTIFICATION = """
 SELECT id, alert_id, kind, recipient_kind, recipient_id, channel, payload, idempotency_key, attempts
-FROM notification WHERE id = %s AND state = 'pending'
+FROM notification WHERE id = %(id)s AND state = 'pending' AND next_attempt_at <= %(now)s
 FOR UPDATE SKIP LOCKED
 """
 
@@ -269,6 +286,30 @@ WHERE id = %(id)s
 """
 
 DOCTOR_CONTACT = "SELECT id, name, email FROM doctor WHERE id = %s"
+# A doctor as a recipient: name, e-mail, and whether an app can log in to receive and acknowledge.
+DOCTOR_RECIPIENT = """
+SELECT d.name, d.email,
+       d.active AND EXISTS (SELECT 1 FROM broker_account a
+                            WHERE a.doctor_id = d.id AND a.revoked_at IS NULL)
+FROM doctor d WHERE d.id = %s
+"""
+
+# The doctor's app acknowledged a notification published to it (alerts/app_acks.py): delivered. Only
+# its own (the acks topic names the doctor, the broker's ACL vouches for it), only on its app's
+# channel, and only one published at least once. The row is locked first: an app answers within
+# milliseconds, while the dispatcher that published it may not have recorded the publish yet (it
+# holds the row); an UPDATE alone would judge "published" on the version before it and miss it.
+LOCK_APP_NOTIFICATION = """
+SELECT 1 FROM notification
+WHERE id = %(id)s AND channel = 'mqtt' AND recipient_kind = 'doctor' AND recipient_id = %(doctor_id)s
+FOR UPDATE
+"""
+CONFIRM_APP_DELIVERY = """
+UPDATE notification SET state = 'sent', sent_at = %(now)s, last_error = NULL
+WHERE id = %(id)s AND channel = 'mqtt' AND recipient_kind = 'doctor'
+  AND recipient_id = %(doctor_id)s AND attempts > 0 AND state IN ('pending', 'failed')
+RETURNING id
+"""
 DOCTOR_PERSON = f"SELECT {PERSON_COLUMNS} FROM doctor d WHERE d.id = %s"
 USER_DOCTOR = "SELECT doctor_id FROM app_user WHERE id = %s"
 CONTACT_ROW = "SELECT id, name, phone FROM emergency_contact WHERE id = %s"
@@ -379,6 +420,6 @@ WHERE alert_id = %s ORDER BY id
 """
 
 NOTIFICATIONS_OF = """
-SELECT kind, recipient_kind, recipient_id, channel, state, attempts, sent_at FROM notification
-WHERE alert_id = %s ORDER BY id
+SELECT kind, recipient_kind, recipient_id, channel, state, attempts, sent_at, last_error
+FROM notification WHERE alert_id = %s ORDER BY id
 """

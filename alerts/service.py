@@ -28,7 +28,7 @@ from alerts import queries
 from alerts.channels.base import Recipient
 from alerts.circle import load_circle, load_policy, resident_institution
 from alerts.clearing import clearing_evidence, freshness, metrics_of
-from alerts.device_events import EVENT_RULES, cancel_counts
+from alerts.device_events import EVENT_RULES, Press, cancel_refusal
 from alerts.models import SEVERITY_RANK, Alert, Finding, worse
 from alerts.routing import Person, channels_for, quiet_until, tier_people
 
@@ -809,8 +809,9 @@ def cancel_from_device(
     now: datetime,
     window: timedelta,
 ) -> Alert | None:
-    """A device's sos_cancel / fall_cancel: resolves the alert, or (a fall after its window, when
-    people were alarmed) only adds a note: then a person looks and resolves it."""
+    """A device's sos_cancel / fall_cancel: resolves the alert when the wearer withdraws their own
+    call in time (alerts/device_events.py `cancel_refusal`); otherwise it only adds a note, and a
+    person checks and resolves the alert."""
     with conn.transaction():
         with conn.cursor(row_factory=class_row(Alert)) as cur:
             found = cur.execute(
@@ -819,8 +820,17 @@ def cancel_from_device(
             ).fetchone()
         if found is None:
             return None
+        refusal = cancel_refusal(
+            rule=rule,
+            alert_state=found.state,
+            acknowledged=_ever_acknowledged(conn, found.id),
+            presses=_presses(conn, found),
+            device_id=device_id,
+            cancelled_at=cancelled_at,
+            window=window,
+        )
         actor = f"device:{device_id}"
-        if cancel_counts(found.state, found.detail, rule, cancelled_at, window):
+        if refusal is None:
             return resolve(
                 conn,
                 found.id,
@@ -836,10 +846,34 @@ def cancel_from_device(
             actor,
             "device_cancel",
             found.state,
-            note=f"{kind} at {cancelled_at.isoformat()}, after the {window} window: "
-            "a person must check and resolve",
+            note=f"{kind} from {device_id} at {cancelled_at.isoformat()} does not count: "
+            f"{refusal}; a person must check and resolve",
         )
         return _lock(conn, found.id)
+
+
+def _presses(conn: psycopg.Connection, alert: Alert) -> list[Press]:
+    """The presses (falls) the alert holds; without event rows (an alert raised by hand), the one
+    its detail describes."""
+    rows = conn.execute(
+        queries.ALERT_PRESSES,
+        {
+            "rule": alert.rule,
+            "opened_at": alert.opened_at,
+            "resident_id": alert.resident_id,
+            "device_id": alert.device_id,
+        },
+    ).fetchall()
+    presses = [Press(device, at) for device, at in rows]
+    occurred = alert.detail.get("occurred_at")
+    if not presses and alert.device_id and isinstance(occurred, str):
+        presses.append(Press(alert.device_id, datetime.fromisoformat(occurred)))
+    return presses
+
+
+def _ever_acknowledged(conn: psycopg.Connection, alert_id: int) -> bool:
+    row = conn.execute(queries.EVER_ACKNOWLEDGED, (alert_id,)).fetchone()
+    return bool(row and row[0])
 
 
 def settle_cleared(

@@ -1,5 +1,5 @@
 """`eldercare care …`: institutions, doctors, contracts, agreements, policies, thresholds, webhooks,
-air or oxygen."""
+air or oxygen, doctors' app logins."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from alerts.channels.mqtt import doctor_acks_topic, doctor_topic
 from care import service
 from care.service import CareError
+from devices import service as devices_service
+from devices.service import RegistryError
 from eldercare import context
 from eldercare.output import emit_json, fail
 
@@ -242,3 +245,51 @@ def oxygen(
     (air) or over-oxygenation (oxygen). Alerts name this record as the source, never as measured.
     """
     _run(json, service.set_breathing, resident_id=resident, breathing=breathing, set_by=by)
+
+
+@care_app.command("app-login")
+def app_login(
+    doctor_id: Annotated[int, typer.Argument(help="Doctor (or duty desk) id.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Replace the password of the login in force.")
+    ] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="End the app's login.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Create the broker login of a doctor's app (password shown only this once).
+
+    The app reads only eldercare/v1/doctors/ID/alerts and acknowledges each notification on
+    eldercare/v1/doctors/ID/acks (docs/alerts.md). Takes effect at the next `eldercare broker sync`
+    (at once under `broker sync --watch`).
+    """
+    if rotate and revoke:
+        fail("--rotate or --revoke, not both")
+    with context.database() as conn:
+        try:
+            if revoke:
+                username = devices_service.revoke_doctor_login(conn, doctor_id=doctor_id)
+            else:
+                login = devices_service.create_doctor_login(
+                    conn, doctor_id=doctor_id, rotate=rotate
+                )
+        except RegistryError as exc:
+            fail(str(exc))
+    if revoke:
+        if json:
+            emit_json({"doctor_id": doctor_id, "mqtt_username": username, "revoked": True})
+        else:
+            typer.echo(f"app login {username} of doctor {doctor_id} revoked")
+        return
+    out = {
+        "doctor_id": doctor_id,
+        "mqtt_username": login.username,
+        "mqtt_password": login.password,
+        "alerts_topic": doctor_topic(doctor_id),
+        "acks_topic": doctor_acks_topic(doctor_id),
+    }
+    if json:
+        emit_json(out)
+        return
+    typer.echo(f"app login for doctor {doctor_id}. MQTT username: {login.username}")
+    typer.echo(f"MQTT password (shown only now, enter it in the app): {login.password}")
+    typer.echo(f"subscribe to {out['alerts_topic']}; acknowledge on {out['acks_topic']}")

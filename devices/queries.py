@@ -62,12 +62,13 @@ RETIRE_DEVICE = (
 # Never turns one kind of account into another: a device named like the service account (or the
 # reverse) would lock the backend out of the broker at the next sync. No row back: refused.
 UPSERT_ACCOUNT = """
-INSERT INTO broker_account (username, password_hash, role, device_id)
-VALUES (%(username)s, %(password_hash)s, %(role)s, %(device_id)s)
+INSERT INTO broker_account (username, password_hash, role, device_id, doctor_id)
+VALUES (%(username)s, %(password_hash)s, %(role)s, %(device_id)s, %(doctor_id)s)
 ON CONFLICT (username) DO UPDATE
 SET password_hash = EXCLUDED.password_hash, revoked_at = NULL
 WHERE broker_account.role = EXCLUDED.role
   AND broker_account.device_id IS NOT DISTINCT FROM EXCLUDED.device_id
+  AND broker_account.doctor_id IS NOT DISTINCT FROM EXCLUDED.doctor_id
 RETURNING username
 """
 
@@ -75,8 +76,22 @@ REVOKE_ACCOUNT = (
     "UPDATE broker_account SET revoked_at = now() WHERE device_id = %s AND revoked_at IS NULL"
 )
 
+# A doctor's app login lasts as long as the doctor is active (migration 0014).
 SELECT_ACTIVE_ACCOUNTS = """
-SELECT username, password_hash, role FROM broker_account WHERE revoked_at IS NULL ORDER BY username
+SELECT a.username, a.password_hash, a.role, a.doctor_id
+FROM broker_account a LEFT JOIN doctor d ON d.id = a.doctor_id
+WHERE a.revoked_at IS NULL AND (a.doctor_id IS NULL OR d.active)
+ORDER BY a.username
+"""
+
+SELECT_DOCTOR_ACTIVE = "SELECT active FROM doctor WHERE id = %s"
+# The doctor's app login in force, if any.
+SELECT_DOCTOR_LOGIN = """
+SELECT username FROM broker_account WHERE doctor_id = %s AND revoked_at IS NULL
+"""
+REVOKE_DOCTOR_LOGIN = """
+UPDATE broker_account SET revoked_at = now() WHERE doctor_id = %s AND revoked_at IS NULL
+RETURNING username
 """
 
 # The ingestor's view of the registry: every device with its binding history.

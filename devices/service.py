@@ -25,6 +25,8 @@ class RegistryError(Exception):
 # Broker logins of the backend's own processes (ELDERCARE_MQTT_SERVICE_USERNAME) live here: a
 # device id in this namespace could take over or shadow one of them.
 RESERVED_PREFIX = "eldercare-"
+# Doctors' app logins: eldercare-doctor-<doctor id>.
+DOCTOR_LOGIN_PREFIX = f"{RESERVED_PREFIX}doctor-"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,15 @@ class EmergencyContact:
     phone: str
     relation: str | None = None
     priority: int = 1
+
+
+@dataclass(frozen=True)
+class NewLogin:
+    """A doctor's app login; the password is shown once, only its hash is stored."""
+
+    username: str
+    password: str
+    doctor_id: int
 
 
 @dataclass(frozen=True)
@@ -236,8 +247,61 @@ def ensure_service_account(conn: psycopg.Connection, *, username: str, password:
         _set_account(conn, username=username, password=password, role="service", device_id=None)
 
 
+def doctor_login_name(doctor_id: int) -> str:
+    """In the reserved namespace: no device id can be, or take over, a doctor's app login."""
+    return f"{DOCTOR_LOGIN_PREFIX}{doctor_id}"
+
+
+def create_doctor_login(
+    conn: psycopg.Connection, *, doctor_id: int, rotate: bool = False
+) -> NewLogin:
+    """The broker login of a doctor's (or duty desk's) app: reads only
+    `eldercare/v1/doctors/{id}/alerts`, publishes only to `…/acks` (devices/broker_auth.py).
+    Refused when one is in force, unless `rotate`: then it gets a new password and the old one
+    stops working at the next broker sync. The password is returned once; only its hash is kept."""
+    with conn.transaction():
+        row = conn.execute(queries.SELECT_DOCTOR_ACTIVE, (doctor_id,)).fetchone()
+        if row is None:
+            raise RegistryError(f"no doctor {doctor_id}: see `eldercare care doctor`")
+        if not row[0]:
+            raise RegistryError(f"doctor {doctor_id} is no longer active: no app login")
+        existing = conn.execute(queries.SELECT_DOCTOR_LOGIN, (doctor_id,)).fetchone()
+        if existing is not None and not rotate:
+            raise RegistryError(
+                f"doctor {doctor_id} already has an app login ({existing[0]}): --rotate gives it "
+                "a new password, --revoke ends it"
+            )
+        password = new_password()
+        username = doctor_login_name(doctor_id)
+        _set_account(
+            conn,
+            username=username,
+            password=password,
+            role="doctor",
+            device_id=None,
+            doctor_id=doctor_id,
+        )
+    return NewLogin(username, password, doctor_id)
+
+
+def revoke_doctor_login(conn: psycopg.Connection, *, doctor_id: int) -> str:
+    """End a doctor's app login (at the next broker sync); returns its username."""
+    with conn.transaction():
+        row = conn.execute(queries.REVOKE_DOCTOR_LOGIN, (doctor_id,)).fetchone()
+    if row is None:
+        raise RegistryError(f"doctor {doctor_id} has no app login in force")
+    username: str = row[0]
+    return username
+
+
 def _set_account(
-    conn: psycopg.Connection, *, username: str, password: str, role: str, device_id: str | None
+    conn: psycopg.Connection,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    device_id: str | None,
+    doctor_id: int | None = None,
 ) -> None:
     row = conn.execute(
         queries.UPSERT_ACCOUNT,
@@ -246,17 +310,19 @@ def _set_account(
             "password_hash": hash_password(password),
             "role": role,
             "device_id": device_id,
+            "doctor_id": doctor_id,
         },
     ).fetchone()
     if row is None:
-        other = "a service account" if role == "device" else "a device"
+        # Device ids cannot start with RESERVED_PREFIX, so only the service account can stand in the
+        # way of a device or an app login.
         raise RegistryError(
-            f"broker username {username!r} already belongs to {other}; "
-            + (
-                "choose another device id"
-                if role == "device"
-                else "set ELDERCARE_MQTT_SERVICE_USERNAME to a name no device uses"
-            )
+            f"broker username {username!r} already belongs to "
+            + {
+                "device": "a service account; choose another device id",
+                "service": "a device or a doctor's app; set ELDERCARE_MQTT_SERVICE_USERNAME to "
+                "a name no device or app uses",
+            }.get(role, "the service account; set ELDERCARE_MQTT_SERVICE_USERNAME to another name")
         )
 
 

@@ -137,6 +137,46 @@ def register(database_url: str, broker: Broker, endpoint: MqttEndpoint) -> Itera
 
 
 @pytest.fixture()
+def app_login(database_url: str, broker: Broker, endpoint: MqttEndpoint) -> object:
+    """app_login(doctor_id) -> (username, password): the doctor's app login, live on the broker."""
+
+    def _login(doctor_id: int) -> tuple[str, str]:
+        with db.connection(database_url, autocommit=True) as c:
+            login = service.create_doctor_login(c, doctor_id=doctor_id)
+            if broker_auth.sync(c, broker.passwd_path, broker.acl_path, None):
+                broker.reload()
+        wait_for(
+            lambda: accepts_login(endpoint, login.username, login.password),
+            10,
+            f"broker accepts {login.username}",
+        )
+        return login.username, login.password
+
+    return _login
+
+
+@pytest.fixture()
+def app_acks(settings: Settings) -> Iterator[object]:
+    """app_acks(clock=None) -> the engine's consumer of doctors' apps' acknowledgements, running on
+    its own (no tick, no event thread); `clock` dates the deliveries (default: the system's)."""
+    from alerts.app_acks import AppAcks
+    from alerts.clock import Clock, SystemClock
+
+    started: list[AppAcks] = []
+
+    def _start(clock: Clock | None = None) -> AppAcks:
+        instance = AppAcks(settings, clock or SystemClock())
+        instance.start()
+        started.append(instance)
+        assert instance.wait_subscribed(10), "acks consumer subscribed"
+        return instance
+
+    yield _start
+    for instance in started:
+        instance.stop()
+
+
+@pytest.fixture()
 def ingestor(settings: Settings) -> Iterator[object]:
     """An in-process ingestor (both consumers) with its own instance name."""
     from ingest.consumer import Ingestor

@@ -134,6 +134,86 @@ class Subscriber:
         self.client.loop_stop()
 
 
+class DoctorApp:
+    """A doctor's (or duty desk's) app: its own broker login, subscribed to the topics given (its
+    alerts topic by default), acknowledging every notification on its acks topic like a real app,
+    unless `acks` is False. `suback` holds the broker's answer to each subscription."""
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        username: str,
+        password: str,
+        doctor_id: int,
+        *,
+        topics: list[str] | None = None,
+        acks: bool = True,
+    ) -> None:
+        self.doctor_id = doctor_id
+        self.acks = acks
+        self.topics = topics or [f"eldercare/v1/doctors/{doctor_id}/alerts"]
+        self.messages: list[tuple[str, bytes]] = []
+        self.suback: dict[str, bool] = {}  # topic -> granted
+        self._cond = threading.Condition()
+        self.client = new_client(
+            f"app-{doctor_id}-{uuid.uuid4().hex[:6]}", username=username, password=password
+        )
+        self.client.on_message = self._on_message
+        connect_blocking(self.client, endpoint)
+        for topic in self.topics:
+            done = threading.Event()
+
+            def on_subscribe(
+                _c: Any,
+                _u: Any,
+                _m: Any,
+                reasons: Any,
+                _p: Any,
+                t: str = topic,
+                answered: threading.Event = done,
+            ) -> None:
+                self.suback[t] = not reasons[0].is_failure
+                answered.set()
+
+            self.client.on_subscribe = on_subscribe
+            self.client.subscribe(topic, qos=1)
+            assert done.wait(10), f"no SUBACK for {topic}"
+
+    def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((message.topic, message.payload))
+            self._cond.notify_all()
+        if self.acks and message.topic.endswith("/alerts"):
+            body = orjson.loads(message.payload)
+            self.ack(body["notification_id"], wait=False)  # the network thread: cannot wait here
+
+    def ack(self, notification_id: Any, doctor_id: int | None = None, *, wait: bool = True) -> None:
+        """Publish an acknowledgement (to another doctor's acks topic with `doctor_id`); `wait`:
+        until the broker has taken it."""
+        topic = f"eldercare/v1/doctors/{doctor_id or self.doctor_id}/acks"
+        info = self.client.publish(topic, orjson.dumps({"notification_id": notification_id}), qos=1)
+        if wait:
+            info.wait_for_publish(10)
+            assert info.is_published()
+
+    def bodies(self) -> list[Any]:
+        with self._cond:
+            return [orjson.loads(p) for _t, p in self.messages]
+
+    def wait(
+        self, predicate: Callable[[list[tuple[str, bytes]]], bool], timeout: float = 10
+    ) -> list[tuple[str, bytes]]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: predicate(self.messages), timeout), (
+                f"got only {self.messages}"
+            )
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def cli(
     *args: str, env: dict[str, str], check: bool = True, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.settings import AlertSettings
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import Subscriber, new_msg_id, now_ms, wait_for
+from tests.support import DoctorApp, Subscriber, new_msg_id, now_ms, wait_for
 
 
 @pytest.fixture()
@@ -348,10 +348,12 @@ def test_a_backlog_fall_and_its_prompt_cancel_alarm_nobody(
 
 
 def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notified(
-    register, ingestor, engine, circle, endpoint, conn
+    register, ingestor, engine, circle, endpoint, conn, app_login
 ):
     button = register("sos_button", resident_id=circle["resident"])
     device = Subscriber(endpoint, button.device_id, button.password, button.topic("ack"))
+    # The doctor's app: "told" is its acknowledgement of the notification (docs/alerts.md).
+    app = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
         # Pressed 20 hours ago (the button is worn since yesterday), sent only now.
         pressed = now_ms() - 20 * 3600 * 1000
@@ -379,3 +381,149 @@ def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notifi
         assert _device_statuses(conn, alert_id, button.device_id) == []
     finally:
         device.close()
+        app.close()
+
+
+# --- cancels: only the device that raised it, not older than the latest press, never after a person
+# took the alert on (docs/alerts.md) --------------------------------------------------------------
+
+
+def _device_cancel_notes(conn, alert_id):
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT note FROM alert_transition WHERE alert_id = %s AND action = 'device_cancel' "
+            "ORDER BY id",
+            (alert_id,),
+        )
+    ]
+
+
+def test_an_sos_cancel_from_the_same_device_before_anybody_acknowledged_resolves_it(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    pressed = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
+    cancelled = clock.advance(timedelta(seconds=20))
+    assert hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled)) == alert_id
+    alert = service.get_alert(conn, alert_id)
+    assert alert.state == "resolved" and alert.resolved_by == f"device:{button.device_id}"
+    assert alert.resolution_note == "cancelled on the device (sos_cancel)"
+    # Everyone alarmed hears that it is over.
+    assert _doctor_ids(_rows(conn, alert_id, "resolved")) == sorted([circle["a"], circle["desk"]])
+
+
+def test_an_sos_cancel_from_another_device_of_the_resident_leaves_the_sos_open(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    other = register("sos_button", resident_id=circle["resident"])
+    alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
+    cancelled = clock.advance(timedelta(seconds=20))
+    assert hand_engine.handle_event(conn, _event(conn, other, "sos_cancel", cancelled)) == alert_id
+    assert service.get_alert(conn, alert_id).state == "open"
+    (note,) = _device_cancel_notes(conn, alert_id)
+    assert other.device_id in note and button.device_id in note and "a person must" in note
+
+
+def test_a_cancel_does_not_close_a_press_of_another_device_on_the_same_alert(
+    register, circle, conn, hand_engine, clock
+):
+    bedroom = register("sos_button", resident_id=circle["resident"])
+    bathroom = register("sos_button", resident_id=circle["resident"])
+    alert_id = hand_engine.handle_event(conn, _event(conn, bedroom, "sos", clock.now()))
+    again = hand_engine.handle_event(
+        conn, _event(conn, bathroom, "sos", clock.advance(timedelta(seconds=30)))
+    )
+    assert again == alert_id
+    cancelled = clock.advance(timedelta(seconds=10))
+    hand_engine.handle_event(conn, _event(conn, bedroom, "sos_cancel", cancelled))
+    assert service.get_alert(conn, alert_id).state == "open", "the bathroom press still stands"
+    (note,) = _device_cancel_notes(conn, alert_id)
+    assert bathroom.device_id in note
+
+
+def test_an_sos_cancel_older_than_the_latest_press_leaves_the_sos_open(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    first = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", first))
+    latest = clock.advance(timedelta(minutes=2))
+    hand_engine.handle_event(conn, _event(conn, button, "sos", latest))
+    # The cancel of the first press, stamped before the second one, arrives only now (a backlog).
+    stale = first + timedelta(seconds=30)
+    hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", stale, received_at=latest))
+    assert service.get_alert(conn, alert_id).state == "open"
+    # A day-old cancel from the backlog of a device that was out of reach, likewise.
+    day_old = latest - timedelta(days=1)
+    hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", day_old, received_at=latest))
+    assert service.get_alert(conn, alert_id).state == "open"
+    notes = _device_cancel_notes(conn, alert_id)
+    assert len(notes) == 2 and all("older than the latest sos" in n for n in notes)
+
+
+def test_an_sos_cancel_after_a_person_acknowledged_only_adds_a_note(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
+    service.acknowledge(
+        conn, alert_id, actor=f"doctor:{circle['a']}", now=clock.advance(timedelta(seconds=30))
+    )
+    cancelled = clock.advance(timedelta(seconds=30))
+    assert hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled)) == alert_id
+    alert = service.get_alert(conn, alert_id)
+    assert alert.state == "acknowledged" and alert.resolved_at is None
+    (note,) = _device_cancel_notes(conn, alert_id)
+    assert "sos_cancel" in note and "acknowledged" in note and "a person must" in note
+    assert _rows(conn, alert_id, "resolved") == [], "nobody is told it is over"
+
+
+def test_a_cancel_after_an_acknowledgement_counts_as_a_note_even_once_a_new_press_reopened_it(
+    register, circle, conn, hand_engine, clock
+):
+    button = register("sos_button", resident_id=circle["resident"])
+    alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
+    service.acknowledge(conn, alert_id, actor=f"doctor:{circle['a']}", now=clock.now())
+    hand_engine.handle_event(conn, _event(conn, button, "sos", clock.advance(timedelta(minutes=1))))
+    assert service.get_alert(conn, alert_id).state == "open", "reopened by the new press"
+    cancelled = clock.advance(timedelta(seconds=10))
+    hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled))
+    assert service.get_alert(conn, alert_id).state == "open", (
+        "a person took it on: a person ends it"
+    )
+
+
+def test_a_fall_cancel_from_another_device_does_not_cancel_the_fall(
+    register, circle, conn, hand_engine, clock
+):
+    detector = register("fall_detector", resident_id=circle["resident"])
+    other = register("fall_detector", resident_id=circle["resident"])
+    fell = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
+    hand_engine.handle_event(
+        conn, _event(conn, other, "fall_cancel", clock.advance(timedelta(seconds=5)))
+    )
+    assert service.get_alert(conn, alert_id).state == "pending"
+    service.run_due(conn, fell + timedelta(seconds=30))
+    assert service.get_alert(conn, alert_id).state == "open", "alarmed when its window ends"
+    assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
+
+
+def test_a_fall_cancel_stamped_before_the_fall_does_not_cancel_it(
+    register, circle, conn, hand_engine, clock
+):
+    detector = register("fall_detector", resident_id=circle["resident"])
+    fell = clock.now()
+    alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
+    # A cancel of an earlier fall, from the device's backlog, arriving inside this fall's window.
+    earlier = fell - timedelta(minutes=10)
+    hand_engine.handle_event(
+        conn,
+        _event(conn, detector, "fall_cancel", earlier, received_at=fell + timedelta(seconds=5)),
+    )
+    assert service.get_alert(conn, alert_id).state == "pending"
+    (note,) = _device_cancel_notes(conn, alert_id)
+    assert "older than the latest fall" in note

@@ -10,14 +10,12 @@ import orjson
 import pytest
 
 from alerts import outbox, service
-from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
 from alerts.service import AlertError
 from alerts.settings import AlertSettings
-from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import Subscriber
+from tests.support import DoctorApp, wait_for
 
 
 @pytest.fixture()
@@ -168,18 +166,32 @@ def test_restart_mid_escalation_loses_and_doubles_nothing(conn, database_url, ci
     assert len(contacts) == 1, "tier 3: the emergency contacts (through the platforms' webhooks)"
 
 
+def _app_state(conn, alert_id, doctor_id, kind="raised"):
+    return conn.execute(
+        "SELECT state FROM notification WHERE alert_id = %s AND kind = %s "
+        "AND recipient_kind = 'doctor' AND recipient_id = %s AND channel = 'mqtt'",
+        (alert_id, kind, str(doctor_id)),
+    ).fetchone()[0]
+
+
 def test_notifications_reach_the_doctors_mqtt_topic_exactly_once(
-    conn, circle, clock, settings, endpoint
+    conn, circle, clock, settings, endpoint, app_login, app_acks
 ):
+    """Delivered means the doctor's app acknowledged it (docs/alerts.md); then never again."""
     engine = AlertEngine(settings, AlertSettings(), clock=clock)
     engine.connect()
-    inbox = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(circle["a"]))
+    app_acks(clock)
+    inbox = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
         alert = service.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
         )
-        assert outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id) >= 1
-        assert outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id) == 0, (
+        outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
+        wait_for(
+            lambda: _app_state(conn, alert.id, circle["a"]) == "sent", 10, "acknowledged by the app"
+        )
+        later = clock.advance(outbox.ACK_WAIT + timedelta(minutes=5))
+        assert outbox.dispatch(conn, engine.fast, later, alert_id=alert.id) == 0, (
             "sent rows stay sent"
         )
         messages = inbox.wait(lambda m: len(m) >= 1)
@@ -193,16 +205,20 @@ def test_notifications_reach_the_doctors_mqtt_topic_exactly_once(
 
 
 def test_a_channel_that_is_not_configured_retries_with_backoff_without_blocking_others(
-    conn, circle, clock, settings
+    conn, circle, clock, settings, endpoint, app_login, app_acks
 ):
     engine = AlertEngine(settings, AlertSettings(), clock=clock)
     engine.connect()
+    app_acks(clock)
+    app = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
         alert = service.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
         )
         channels = {**engine.fast, "email": _Failing()}
         outbox.dispatch(conn, channels, clock.now(), alert_id=alert.id)
+        # The app got it and acknowledged it: delivered, whatever the e-mail does.
+        wait_for(lambda: _app_state(conn, alert.id, circle["a"]) == "sent", 10, "app delivery")
         states = {r[3]: r[5] for r in _sent(conn, alert.id, "raised") if r[1] == "doctor"}
         assert states == {"mqtt": "sent", "email": "pending"}
         attempts, next_at = conn.execute(
@@ -211,6 +227,7 @@ def test_a_channel_that_is_not_configured_retries_with_backoff_without_blocking_
         ).fetchone()
         assert attempts == 1 and next_at > clock.now()
     finally:
+        app.close()
         engine.close()
 
 
@@ -240,7 +257,7 @@ def test_every_change_is_announced_on_the_cross_process_stream(conn, database_ur
 
 
 def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
-    conn, circle, clock, settings, endpoint
+    conn, circle, clock, settings, endpoint, app_login, app_acks
 ):
     """Held back, not dropped: delivered when the doctor's quiet hours end (the test used to expect
     'suppressed' rows that were never sent)."""
@@ -273,13 +290,22 @@ def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
 
     engine = AlertEngine(settings, AlertSettings(), clock=clock)
     engine.connect()
-    inbox = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(circle["a"]))
+    app_acks(clock)
+    inbox = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
         before_end = quiet_end - timedelta(seconds=1)
-        assert outbox.dispatch(conn, engine.fast, before_end, alert_id=warning.id) == 0
-        assert outbox.dispatch(conn, engine.fast, quiet_end, alert_id=warning.id) == 1
+        outbox.dispatch(conn, engine.fast, before_end, alert_id=warning.id)
+        assert [r[5] for r in _sent(conn, warning.id, "raised") if r[3] == "mqtt"] == ["pending"]
+        assert conn.execute(
+            "SELECT attempts FROM notification WHERE alert_id = %s AND kind = 'raised' "
+            "AND channel = 'mqtt'",
+            (warning.id,),
+        ).fetchone() == (0,), "not published before the quiet hours end"
+        outbox.dispatch(conn, engine.fast, quiet_end, alert_id=warning.id)
         body = orjson.loads(inbox.wait(lambda m: len(m) >= 1)[0][1])
         assert body["kind"] == "raised" and body["alert"]["id"] == warning.id
+        wait_for(lambda: _app_state(conn, warning.id, circle["a"]) == "sent", 10, "delivered")
+        assert len(inbox.messages) == 1
     finally:
         inbox.close()
         engine.close()

@@ -15,7 +15,6 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from alerts import outbox, service
-from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
@@ -23,8 +22,7 @@ from alerts.settings import AlertSettings
 from care import service as care
 from devices import service as devices
 from eldercare.ports import free_port
-from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import MailInbox, Subscriber, wait_for
+from tests.support import DoctorApp, MailInbox, wait_for
 
 CRITICAL_TIERS = [
     {"after_s": 0, "notify": ["contracted_doctor", "duty_desk"]},
@@ -164,7 +162,7 @@ def _alert_of(envelope: Any) -> int:
 
 
 def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_mailbox(
-    conn, tag, settings, endpoint
+    conn, tag, settings, endpoint, app_login, app_acks
 ):
     centre = care.add_institution(conn, name=f"中心 {tag}", kind="community_health_centre")
     address = f"doctor-{tag}@example.org"
@@ -196,7 +194,9 @@ def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_ma
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
-    app = Subscriber(endpoint, SERVICE_USER, SERVICE_PASSWORD, doctor_topic(doctor["id"]))
+    app_acks()
+    # The doctor's app, with its own login, acknowledging what it receives.
+    app = DoctorApp(endpoint, *app_login(doctor["id"]), doctor["id"])
     engine = AlertEngine(settings, AlertSettings(smtp_host="127.0.0.1", smtp_port=port))
     engine.connect()
     try:
@@ -208,12 +208,15 @@ def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_ma
         assert on_app == {alerts["critical"].id, alerts["warning"].id}
         mails = wait_for(lambda: len(inbox.to(address)) >= 2 and inbox.to(address), 10, "mail")
         assert {_alert_of(m) for m in mails} == {alerts["critical"].id, alerts["info"].id}
-        states = conn.execute(
-            "SELECT DISTINCT state FROM notification WHERE recipient_kind = 'doctor' "
-            "AND recipient_id = %s",
-            (str(doctor["id"]),),
-        ).fetchall()
-        assert states == [("sent",)]
+
+        def states():
+            return conn.execute(
+                "SELECT DISTINCT state FROM notification WHERE recipient_kind = 'doctor' "
+                "AND recipient_id = %s",
+                (str(doctor["id"]),),
+            ).fetchall()
+
+        wait_for(lambda: states() == [("sent",)], 10, "all delivered (the app's acknowledged)")
     finally:
         app.close()
         engine.close()

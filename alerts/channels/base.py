@@ -1,9 +1,11 @@
 """The one interface every notification channel implements.
 
 The outbox (alerts/outbox.py) hands each channel one `Delivery` at a time and records the outcome:
-returning means delivered; `ChannelError` means not delivered (retried with backoff when
-`retryable`). A channel whose server is another party's (it may hang) sets `isolated = True`: the
-outbox then sends its rows on a lane of their own, so it never holds up the other channels.
+returning means delivered — or, for a channel with `awaits_ack = True` (the doctor's app), handed
+over and delivered only once the receiver acknowledges it; `ChannelError` means not delivered
+(retried with backoff when `retryable`). A channel whose server is another party's (it may hang)
+sets `isolated = True`: the outbox then sends its rows on a lane of their own, so it never holds up
+the other channels.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class Recipient:
     # webhook recipients: where and with which secret
     url: str | None = None
     secret: str | None = None
+    # doctor recipients: an app login in force (eldercare care app-login), so an app can receive
+    # and acknowledge what is published to the doctor's topic
+    app_login: bool = False
 
 
 @dataclass(frozen=True)

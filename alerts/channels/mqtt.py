@@ -12,6 +12,11 @@ def doctor_topic(doctor_id: str | int) -> str:
     return f"eldercare/v1/doctors/{doctor_id}/alerts"
 
 
+def doctor_acks_topic(doctor_id: str | int) -> str:
+    """Where the doctor's app acknowledges each notification: {"notification_id": N}."""
+    return f"eldercare/v1/doctors/{doctor_id}/acks"
+
+
 def device_ack_topic(device_id: str) -> str:
     return f"eldercare/v1/devices/{device_id}/ack"
 
@@ -21,8 +26,8 @@ class _Publisher:
         self.client = client
         self.timeout_s = timeout_s
 
-    def _publish(self, topic: str, delivery: Delivery) -> None:
-        body = {**delivery.payload, "idempotency_key": delivery.idempotency_key}
+    def _publish(self, topic: str, delivery: Delivery, **extra: object) -> None:
+        body = {**delivery.payload, "idempotency_key": delivery.idempotency_key, **extra}
         info = self.client.publish(topic, orjson.dumps(body), qos=1)
         try:
             info.wait_for_publish(self.timeout_s)
@@ -33,12 +38,25 @@ class _Publisher:
 
 
 class DoctorTopicChannel(_Publisher):
-    """QoS 1 to `eldercare/v1/doctors/{id}/alerts`; delivered once the broker has acknowledged it."""
+    """QoS 1 to `eldercare/v1/doctors/{id}/alerts`. The broker's PUBACK says only that the broker
+    took it (with nobody subscribed, it is gone): delivered once the doctor's app acknowledges the
+    `notification_id` on its acks topic (alerts/app_acks.py); until then the outbox publishes it
+    again now and then."""
 
     name = "mqtt"
+    awaits_ack = True
 
     def send(self, delivery: Delivery) -> None:
-        self._publish(doctor_topic(delivery.recipient.id), delivery)
+        doctor = delivery.recipient.id
+        self._publish(doctor_topic(doctor), delivery, notification_id=delivery.notification_id)
+        if not delivery.recipient.app_login:
+            # Published for whoever may listen, but no app of this doctor can log in to receive
+            # and acknowledge it: say so at once instead of publishing it again for a day.
+            raise ChannelError(
+                f"published, but doctor {doctor} has no app login to receive and acknowledge it "
+                f"(eldercare care app-login {doctor})",
+                retryable=False,
+            )
 
 
 class DeviceAckChannel(_Publisher):
