@@ -172,7 +172,12 @@ def decode_json(payload: bytes) -> Any:
         ) from None
     # orjson refuses NaN/Infinity like any other syntax error; say precisely what was wrong.
     try:
-        json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_finite_float,
+        )
     except Invalid:
         raise
     except (ValueError, RecursionError):  # nested deeper than orjson's 1024 levels: recursion
@@ -181,10 +186,25 @@ def decode_json(payload: bytes) -> Any:
 
 
 def _finite_float(text: str) -> float:
+    """Also for integers: one beyond a double's range is refused here, before int() (which refuses
+    more than 4300 digits with a ValueError) or math.isfinite() (OverflowError) could see it."""
     value = float(text)
     if not math.isfinite(value):
         raise Invalid(Reason.NON_FINITE, f"{text[:40]} overflows a double; send finite values only")
     return value
+
+
+def _as_float(value: int | float) -> float:
+    """`value` as a finite float; an int beyond a double's range is NON_FINITE, not OverflowError."""
+    try:
+        result = float(value)
+    except OverflowError:
+        raise Invalid(
+            Reason.NON_FINITE, "a number overflows a double; send finite values only"
+        ) from None
+    if not math.isfinite(result):
+        raise Invalid(Reason.NON_FINITE, "a number is not finite; send finite values only")
+    return result
 
 
 def _refuse_constant(name: str) -> Any:
@@ -197,10 +217,12 @@ def parse_timestamp(value: Any, now: datetime, limits: Limits, what: str = "ts")
             Reason.BAD_TIMESTAMP, f"{what} must be RFC 3339 with offset or epoch milliseconds"
         )
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise Invalid(Reason.NON_FINITE, f"{what} is not finite")
         try:
-            moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+            millis = _as_float(value)
+        except Invalid as exc:
+            raise Invalid(exc.reason, f"{what}: {exc.detail}") from None
+        try:
+            moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise Invalid(
                 Reason.BAD_TIMESTAMP, f"{what} {value} is not a valid epoch-milliseconds time"
@@ -254,9 +276,10 @@ def _number(metric: str, value: Any) -> float:
         raise Invalid(
             Reason.INVALID_STRUCTURE, f"{metric} must be a number, got {type(value).__name__}"
         )
-    if not math.isfinite(value):
-        raise Invalid(Reason.NON_FINITE, f"{metric} is not finite")
-    return float(value)
+    try:
+        return _as_float(value)
+    except Invalid as exc:
+        raise Invalid(exc.reason, f"{metric}: {exc.detail}") from None
 
 
 def parse_telemetry_object(
@@ -468,15 +491,21 @@ def _decode_event(payload: bytes) -> tuple[Any, Invalid | None]:
     text = payload.decode("utf-8", errors="replace")
     try:
         return json.loads(
-            text, parse_constant=lambda _name: None, parse_float=_finite_or_none
+            text,
+            parse_constant=lambda _name: None,
+            parse_float=_finite_or_none,
+            parse_int=_finite_or_none,
         ), strict
     except ValueError:
         raise strict from None
 
 
-def _finite_or_none(text: str) -> float | None:
+def _finite_or_none(text: str) -> float | int | None:
+    """For floats and ints alike (an int beyond a double would break int() or float() later)."""
     value = float(text)
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    return int(text) if text.lstrip("-").isdigit() else value
 
 
 def _derived_msg_id(claimed: Any, payload: bytes) -> str:

@@ -303,3 +303,33 @@ def test_psycopg_read_only_is_transient():
     assert db.is_transient(psycopg.errors.ReadOnlySqlTransaction())
     assert db.is_transient(psycopg.errors.DeadlockDetected())
     assert not db.is_transient(psycopg.errors.CheckViolation())
+
+
+def test_an_sos_with_a_number_beyond_a_double_is_stored_and_acked(
+    register, ingestor, endpoint, conn
+):
+    device = register("sos_button")
+    acks = Subscriber(endpoint, device.device_id, device.password, device.topic("ack"))
+    try:
+        sent = {}
+        for huge in ("1" + "0" * 400, "1" + "0" * 5000):  # beyond a double; beyond int() too
+            msg_id = new_msg_id()
+            payload = f'{{"msg_id": "{msg_id}", "type": "sos", "ts": {huge}}}'.encode()
+            device.publish("events", payload, raw=True)
+            sent[msg_id] = payload
+        for msg_id, payload in sent.items():
+            ack = _ack_for(acks, msg_id)
+            assert ack["status"] == "received" and "non_finite" in ack["problems"], ack
+            kind, occurred, received, _lat, stored, problems, raw, _res = _event(
+                conn, device.device_id, msg_id
+            )
+            assert kind == "sos" and occurred == received and bytes(raw) == payload
+            assert stored["ts"] is None and "non_finite" in {p["code"] for p in problems}
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM quarantine WHERE device_id = %s", (device.device_id,)
+            ).fetchone()[0]
+            == 0
+        )
+    finally:
+        acks.close()
