@@ -21,11 +21,12 @@ from ingest.metrics import METRICS
 
 TOPIC_PREFIX = "eldercare/v1/devices/"
 MAX_PAYLOAD_BYTES = 64 * 1024
+# Used with fullmatch: `$` would also match before a final "\n".
 _TOPIC_RE = re.compile(
-    r"^eldercare/v1/devices/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/(telemetry|events|status)$"
+    r"eldercare/v1/devices/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/(telemetry|events|status)"
 )
-_MSG_ID_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
-_EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_MSG_ID_RE = re.compile(r"[\x21-\x7e]{1,64}")
+_EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 EMERGENCY_EVENTS = frozenset({"sos", "fall"})
 
 
@@ -151,7 +152,7 @@ class Invalid(Exception):
 
 def topic_parts(topic: str) -> tuple[str, str] | None:
     """(device_id, channel) for a device topic, None when the topic is not in the contract."""
-    match = _TOPIC_RE.match(topic)
+    match = _TOPIC_RE.fullmatch(topic)
     return (match.group(1), match.group(2)) if match else None
 
 
@@ -255,7 +256,7 @@ def parse_timestamp(value: Any, now: datetime, limits: Limits, what: str = "ts")
 
 def _msg_id(obj: dict[str, Any]) -> str:
     msg_id = obj.get("msg_id")
-    if not isinstance(msg_id, str) or not _MSG_ID_RE.match(msg_id):
+    if not isinstance(msg_id, str) or not _MSG_ID_RE.fullmatch(msg_id):
         raise Invalid(
             Reason.INVALID_STRUCTURE, "msg_id must be a string of 1-64 printable ASCII characters"
         )
@@ -419,7 +420,7 @@ def _parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) 
             )
     else:
         claimed = obj.get("type")
-        if not isinstance(claimed, str) or not _EVENT_TYPE_RE.match(claimed):
+        if not isinstance(claimed, str) or not _EVENT_TYPE_RE.fullmatch(claimed):
             raise Invalid(
                 Reason.INVALID_STRUCTURE,
                 "type must be a lower-case word such as sos, fall, sos_cancel",

@@ -16,6 +16,7 @@ from ingest.contract import (
     parse_event,
     parse_status,
     parse_telemetry,
+    topic_parts,
 )
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -100,3 +101,22 @@ def test_status_and_ordinary_events_with_a_huge_number_are_refused_with_a_reason
             LIMITS,
         )
     assert exc.value.reason is Reason.NON_FINITE
+
+
+@pytest.mark.parametrize("msg_id", ["abc\n", "abc\r\n", "\nabc", "a b"])
+def test_a_msg_id_with_a_newline_or_space_is_refused(msg_id):
+    raw = json.dumps({"msg_id": msg_id, "ts": 1795334400000, "readings": {"heart_rate": 70}})
+    parsed = parse_telemetry("wb-1", raw.encode(), NOW, LIMITS)
+    assert [r.reason for r in parsed.rejections] == [Reason.INVALID_STRUCTURE]
+    event = parse_event(
+        "sos-1", json.dumps({"msg_id": msg_id, "type": "sos"}).encode(), NOW, LIMITS
+    )
+    assert event.msg_id.startswith("derived-")
+
+
+def test_an_event_type_or_topic_with_a_final_newline_is_refused():
+    with pytest.raises(Invalid) as exc:
+        parse_event("wb-1", b'{"msg_id": "e", "type": "sos_cancel\\n"}', NOW, LIMITS)
+    assert exc.value.reason is Reason.INVALID_STRUCTURE
+    assert topic_parts("eldercare/v1/devices/wb-1/events\n") is None
+    assert topic_parts("eldercare/v1/devices/wb-1/events") == ("wb-1", "events")
