@@ -21,6 +21,11 @@ from ingest.metrics import METRICS
 
 TOPIC_PREFIX = "eldercare/v1/devices/"
 MAX_PAYLOAD_BYTES = 64 * 1024
+# The shortest valid telemetry object is 55 bytes, so no valid 64 KiB backlog has more elements;
+# more is junk (e.g. `[{},{},…]`), quarantined once rather than as thousands of rows.
+MAX_ARRAY_ELEMENTS = 1200
+# Rejections quarantined one by one per message; the rest as one row with the whole message.
+MAX_REJECTIONS_PER_MESSAGE = 10
 # Used with fullmatch: `$` would also match before a final "\n".
 _TOPIC_RE = re.compile(
     r"eldercare/v1/devices/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/(telemetry|events|status)"
@@ -329,6 +334,13 @@ def parse_telemetry(
     objects = document if isinstance(document, list) else [document]
     if not objects:
         parsed.rejections.append(Rejection(Reason.EMPTY_READINGS, "empty array", payload))
+    if len(objects) > MAX_ARRAY_ELEMENTS:
+        detail = (
+            f"array of {len(objects)} elements, limit {MAX_ARRAY_ELEMENTS} "
+            "(no valid backlog of 64 KiB has more)"
+        )
+        parsed.rejections.append(Rejection(Reason.TOO_LARGE, detail, payload))
+        return parsed
     elements: list[bytes] | None = None
     for index, obj in enumerate(objects):
         try:
@@ -345,7 +357,24 @@ def parse_telemetry(
                 else:
                     raw, where = payload, where + "(payload: the whole array) "
             parsed.rejections.append(Rejection(exc.reason, where + exc.detail, raw))
+    if len(parsed.rejections) > MAX_REJECTIONS_PER_MESSAGE:
+        parsed.rejections[MAX_REJECTIONS_PER_MESSAGE - 1 :] = [
+            _summary(parsed.rejections[MAX_REJECTIONS_PER_MESSAGE - 1 :], payload)
+        ]
     return parsed
+
+
+def _summary(rejections: list[Rejection], payload: bytes) -> Rejection:
+    """One rejection for many objects of one array, with their count per reason."""
+    counts: dict[Reason, int] = {}
+    for rejection in rejections:
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+    by_reason = ", ".join(f"{reason.value}: {count}" for reason, count in counts.items())
+    detail = (
+        f"{len(rejections)} more objects of this array rejected ({by_reason}); "
+        f"first: {rejections[0].detail} (payload: the whole array)"
+    )
+    return Rejection(max(counts, key=lambda reason: counts[reason]), detail, payload)
 
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")

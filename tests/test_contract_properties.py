@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.contract import (
+    MAX_ARRAY_ELEMENTS,
+    MAX_REJECTIONS_PER_MESSAGE,
     Invalid,
     Limits,
     Reason,
@@ -120,3 +122,37 @@ def test_an_event_type_or_topic_with_a_final_newline_is_refused():
     assert exc.value.reason is Reason.INVALID_STRUCTURE
     assert topic_parts("eldercare/v1/devices/wb-1/events\n") is None
     assert topic_parts("eldercare/v1/devices/wb-1/events") == ("wb-1", "events")
+
+
+def test_an_array_of_empty_objects_is_quarantined_once_with_its_count():
+    raw = b"[" + b",".join([b"{}"] * 20_000) + b"]"  # 60 KB: was 20,000 quarantine rows
+    parsed = parse_telemetry("wb-1", raw, NOW, LIMITS)
+    assert parsed.objects == []
+    assert len(parsed.rejections) == 1
+    (rejection,) = parsed.rejections
+    assert rejection.reason is Reason.TOO_LARGE and "20000" in rejection.detail
+    assert rejection.payload == raw
+
+
+def test_many_bad_objects_in_a_backlog_are_summarised_and_the_good_ones_kept():
+    good = [
+        {"msg_id": f"g{i}", "ts": 1795334400000 - i * 1000, "readings": {"spo2": 96}}
+        for i in range(100)
+    ]
+    bad = [{"msg_id": f"b{i}", "ts": 1795334400000, "readings": {"spo2": 9999}} for i in range(500)]
+    raw = json.dumps(good + bad).encode()
+    parsed = parse_telemetry("wb-1", raw, NOW, LIMITS)
+    assert len(parsed.objects) == 100
+    assert len(parsed.rejections) <= MAX_REJECTIONS_PER_MESSAGE
+    kept = parsed.rejections[:-1]
+    assert all(r.reason is Reason.OUT_OF_RANGE and r.payload != raw for r in kept)
+    summary = parsed.rejections[-1]
+    assert summary.payload == raw and str(500 - len(kept)) in summary.detail
+
+
+def test_the_longest_valid_backlog_fits_under_the_element_cap():
+    shortest = {"msg_id": "a", "ts": 1795334400000, "readings": {"spo2": 96}}
+    count = 64 * 1024 // (len(json.dumps(shortest, separators=(",", ":"))) + 1)
+    raw = json.dumps([shortest] * count, separators=(",", ":")).encode()
+    assert len(raw) <= 64 * 1024 and count <= MAX_ARRAY_ELEMENTS
+    assert len(parse_telemetry("wb-1", raw, NOW, LIMITS).objects) == count
