@@ -84,6 +84,11 @@ def ingest(
         fail(str(exc))
     if role == "telemetry" and ingest_cfg.telemetry_nice:
         os.nice(ingest_cfg.telemetry_nice)  # emergencies first (ingest/settings.py)
+    if claim is not None:
+        from ingest.consumer import exit_process
+
+        # Lost (database restart): exit before another replica with this slot fights us for it.
+        claim.watch(lambda: exit_process("ingest slot"), ingest_cfg.slot_check_interval_s)
     ingestor = Ingestor(cfg, ingest_cfg, role)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

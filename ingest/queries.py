@@ -126,3 +126,13 @@ DELETE FROM quarantine WHERE id IN (
     WHERE newest > %(cap)s
 )
 """
+
+# Whether this session still holds an ingest slot's advisory lock (ingest/slots.py): a two-key
+# advisory lock shows as classid, objid with objsubid 2.
+SLOT_LOCK_HELD = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+      AND classid = %s::int::oid AND objid = %s::int::oid AND objsubid = 2
+)
+"""

@@ -17,6 +17,8 @@ class IngestSettings(BaseSettings):
     # Stable per process: a restarted ingestor with the same instance resumes its broker session.
     # Unset: the process claims the lowest free numbered slot (ingest/slots.py).
     instance: str | None = None
+    # How often a claimed slot checks that its database lock still holds (lost: exit status 70).
+    slot_check_interval_s: float = Field(default=5, gt=0)
     # Every ingestor in the group shares the load ($share/<group>/...).
     share_group: str = "eldercare-ingest"
     # A batch is written when it holds this many messages or its oldest message is this old.

@@ -4,13 +4,25 @@ A persistent MQTT session is resumed only by a client with the same id, and a sh
 keeps handing a vanished member its share of the messages. So a replica claims the lowest free
 numbered slot, held by a PostgreSQL advisory lock for as long as the process lives: a recreated
 replica takes the slot (and the session, with its queued messages) its predecessor left.
+
+The lock lives only as long as its connection: after a database restart (or a terminated backend)
+another replica can claim the same slot, and two processes with one client id take the broker
+session from each other in turn. So the holder checks its lock (`watch`) and, once it is lost,
+the process exits for a supervised restart, which claims a slot afresh.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+
 import psycopg
 
+from ingest import queries
 from store.db import connect_with_retry
+
+log = logging.getLogger(__name__)
 
 # Advisory-lock key space of the ingest slots: (LOCK_CLASS, slot number).
 LOCK_CLASS = 0x0E1D
@@ -18,15 +30,42 @@ MAX_SLOTS = 256
 
 
 class SlotClaim:
-    def __init__(self, conn: psycopg.Connection, slot: int) -> None:
+    def __init__(self, conn: psycopg.Connection, slot: int, lock_class: int = LOCK_CLASS) -> None:
         self.conn = conn
         self.slot = slot
+        self.lock_class = lock_class
+        self._stop = threading.Event()
 
     @property
     def instance(self) -> str:
         return f"slot{self.slot}"
 
+    def holds_lock(self) -> bool:
+        """True while this connection still holds the slot's lock (False once it is gone)."""
+        try:
+            row = self.conn.execute(queries.SLOT_LOCK_HELD, (self.lock_class, self.slot)).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+    def watch(self, on_lost: Callable[[], None], interval_s: float = 5.0) -> None:
+        """Check the lock every `interval_s` on a daemon thread; call `on_lost` once it is gone."""
+
+        def check() -> None:
+            while not self._stop.wait(interval_s):
+                if not self.holds_lock():
+                    log.critical(
+                        "ingest slot %s: its database lock was lost (database restarted or "
+                        "connection ended); another replica may claim the slot",
+                        self.instance,
+                    )
+                    on_lost()
+                    return
+
+        threading.Thread(target=check, name="slot-watch", daemon=True).start()
+
     def release(self) -> None:
+        self._stop.set()
         self.conn.close()
 
 
@@ -42,6 +81,6 @@ def claim_slot(database_url: str, role: str = "all") -> SlotClaim:
     for slot in range(1, MAX_SLOTS + 1):
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (lock_class, slot)).fetchone()
         if row and row[0]:
-            return SlotClaim(conn, slot)
+            return SlotClaim(conn, slot, lock_class)
     conn.close()
     raise RuntimeError(f"all {MAX_SLOTS} ingest slots are taken; pass --instance explicitly")
