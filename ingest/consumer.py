@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,36 +34,99 @@ from store.db import connect_with_retry, is_transient
 log = logging.getLogger(__name__)
 
 TELEMETRY_TOPIC = "eldercare/v1/devices/+/telemetry"
-EVENT_TOPICS = ("eldercare/v1/devices/+/events", "eldercare/v1/devices/+/status")
+EVENTS_TOPIC = "eldercare/v1/devices/+/events"
+STATUS_TOPIC = "eldercare/v1/devices/+/status"
+# Cheap and generous (a false positive only reorders): sos, fall, SOS, "Fall ", sos_cancel …
+_MAY_BE_EMERGENCY = re.compile(rb"(?i)sos|fall")
 
 
 class _Inbox:
-    """Messages handed over by paho's network thread, taken in whole batches by a worker."""
+    """Messages handed over by paho's network thread, taken in whole batches by a worker.
 
-    def __init__(self, max_batch: int) -> None:
+    Bounded in messages and bytes, counting a message from `put` until its `release` after commit
+    (so what the writer holds during a database outage counts too). When full, `put` blocks paho's
+    network thread: it stops reading the socket and the broker holds the rest (QoS 1 is held back
+    before that by the session's Receive Maximum, see `_Consumer`). Nothing is dropped: what waits
+    for space is not acknowledged yet. Urgent messages (emergencies) are taken before the others.
+    """
+
+    def __init__(self, max_batch: int, max_messages: int, max_bytes: int) -> None:
         self.max_batch = max_batch
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._urgent: list[Incoming] = []
         self._items: list[Incoming] = []
         self._first_at = 0.0
+        self._held = 0  # put and not yet released
+        self._held_bytes = 0
+        self.peak_held = 0
+        self.peak_held_bytes = 0
+        self._closed = False
         self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
         self._wake = threading.Event()
 
-    def put(self, item: Incoming) -> None:
+    def put(self, item: Incoming, *, urgent: bool = False) -> bool:
+        """False (the message not taken) only once the inbox is closed: the broker redelivers."""
+        size = len(item.payload)
         with self._lock:
-            if not self._items:
+            # One message larger than the byte bound is still let in alone.
+            while not self._closed and self._held and self._full(size):
+                self._space.wait(0.5)
+            if self._closed:
+                return False
+            if not self._urgent and not self._items:
                 self._first_at = time.monotonic()
-            self._items.append(item)
-            size = len(self._items)
-        if size == 1 or size >= self.max_batch:
+            (self._urgent if urgent else self._items).append(item)
+            self._held += 1
+            self._held_bytes += size
+            self.peak_held = max(self.peak_held, self._held)
+            self.peak_held_bytes = max(self.peak_held_bytes, self._held_bytes)
+            waiting = len(self._urgent) + len(self._items)
+        if waiting == 1 or waiting >= self.max_batch or urgent:
             self._wake.set()
+        return True
+
+    def _full(self, size: int) -> bool:
+        return self._held >= self.max_messages or self._held_bytes + size > self.max_bytes
+
+    def release(self, items: list[Incoming]) -> None:
+        """`items` are committed (or will be redelivered): their room is free again."""
+        with self._lock:
+            self._held -= len(items)
+            self._held_bytes -= sum(len(item.payload) for item in items)
+            self._space.notify_all()
+
+    def close(self) -> None:
+        """Unblock a waiting `put` for good (shutdown: what it held is not acknowledged)."""
+        with self._lock:
+            self._closed = True
+            self._space.notify_all()
+
+    @property
+    def held(self) -> tuple[int, int]:
+        with self._lock:
+            return self._held, self._held_bytes
 
     def take(self, max_wait: float, stop: threading.Event) -> list[Incoming]:
-        """Wait for the first item, then until the batch is full or `max_wait` after the first."""
+        """Wait for the first item, then until the batch is full or `max_wait` after the first;
+        urgent items come first and are taken at once."""
         while not stop.is_set():
             with self._lock:
-                size, first_at = len(self._items), self._first_at
-                if size and (size >= self.max_batch or time.monotonic() - first_at >= max_wait):
-                    items, self._items = self._items, []
-                    self._wake.clear()
+                size, first_at = len(self._urgent) + len(self._items), self._first_at
+                if self._urgent or (
+                    size and (size >= self.max_batch or time.monotonic() - first_at >= max_wait)
+                ):
+                    urgent = min(len(self._urgent), self.max_batch)
+                    items = self._urgent[:urgent]
+                    del self._urgent[:urgent]
+                    rest = self.max_batch - urgent
+                    items += self._items[:rest]
+                    del self._items[:rest]
+                    if self._urgent or self._items:
+                        self._first_at = time.monotonic()
+                    else:
+                        self._wake.clear()
                     return items
             timeout = 0.5 if size == 0 else max(0.0, max_wait - (time.monotonic() - first_at))
             self._wake.wait(timeout)
@@ -146,7 +210,7 @@ class _Consumer:
         self.settings = settings
         self.ingest = ingest
         self.on_fatal = on_fatal
-        self.inbox = _Inbox(max_batch)
+        self.inbox = _Inbox(max_batch, ingest.inbox_max_messages, ingest.inbox_max_bytes)
         self.stop_event = threading.Event()
         self._pending: list[Incoming] = []  # taken but not yet committed (kept across reconnects)
         self.connection = Connection(
@@ -156,17 +220,26 @@ class _Consumer:
             password=settings.mqtt_service_password,
             subscriptions=subscriptions,
             on_message=self._on_message,
+            # The broker sends at most this many unacknowledged QoS 1 messages (acks follow the
+            # commit), so QoS 1 alone never fills the inbox's count; QoS 0 has no such limit.
+            receive_maximum=min(ingest.inbox_max_messages, 65535),
         )
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-writer", daemon=True)
 
     def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
         self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
 
+    def _done(self, items: list[Incoming]) -> None:
+        """Acknowledge committed messages and free their room in the inbox."""
+        self.connection.ack_many((item.mid, item.generation) for item in items)
+        self.inbox.release(items)
+
     def start(self) -> None:
         self._thread.start()
         self.connection.start()
 
     def stop(self, *, leave: bool = False) -> None:
+        self.inbox.close()  # a network thread waiting for room must not block the disconnect
         self.connection.stop(end_session=leave)
         self.stop_event.set()
         self._thread.join(10)
@@ -210,21 +283,44 @@ class TelemetryConsumer(_Consumer):
             if not self._pending:
                 continue
             self.writer.write(self._pending)
-            self.connection.ack_many((item.mid, item.generation) for item in self._pending)
+            self._done(self._pending)
             self._pending = []
 
 
 class EventConsumer(_Consumer):
-    """Events and status one by one, with no batching delay: an SOS never waits for telemetry."""
+    """Events one by one, with no batching delay: an SOS never waits for telemetry or status.
+
+    Emergencies (sos, fall and their cancels: anything that may be one) are taken before other
+    events already waiting, so a device flooding ordinary events does not delay another's SOS.
+    """
 
     name = "events"
+    topics = (EVENTS_TOPIC,)
+    group_suffix = "-events"
 
     def __init__(
         self, settings: Settings, ingest: IngestSettings, on_fatal: FatalHandler = exit_process
     ) -> None:
-        group = f"{ingest.share_group}-events"
-        topics = [f"$share/{group}/{topic}" for topic in EVENT_TOPICS]
-        super().__init__(settings, ingest, topics, 1000, on_fatal)
+        group = f"{ingest.share_group}{self.group_suffix}"
+        topics = [f"$share/{group}/{topic}" for topic in self.topics]
+        super().__init__(settings, ingest, topics, 1, on_fatal)
+
+    def start(self) -> None:
+        super().start()
+        if self.name == "events":
+            threading.Thread(
+                target=self._leave_status, name="events-unsubscribe", daemon=True
+            ).start()
+
+    def _leave_status(self) -> None:
+        """A session from before status had a session of its own is still subscribed to it."""
+        if self.connection.subscribed.wait(60):
+            group = f"{self.ingest.share_group}{self.group_suffix}"
+            self.connection.client.unsubscribe(f"$share/{group}/{STATUS_TOPIC}")
+
+    def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
+        item = Incoming(topic, payload, datetime.now(UTC), mid, generation)
+        self.inbox.put(item, urgent=_MAY_BE_EMERGENCY.search(payload) is not None)
 
     def _loop(self, conn: psycopg.Connection) -> None:
         writer = EventWriter(conn, self.ingest.limits)
@@ -236,8 +332,20 @@ class EventConsumer(_Consumer):
                 ack = writer.handle(item)
                 if ack is not None:
                     self.connection.publish(ack.topic, ack.payload, qos=1)
-                self.connection.ack(item.mid, item.generation)
+                self._done([item])
                 self._pending.pop(0)
+
+
+class StatusConsumer(EventConsumer):
+    """Device status on a broker session of its own: a device flapping or flooding status at full
+    speed fills this session's queue, never the one an SOS comes through."""
+
+    name = "status"
+    topics = (STATUS_TOPIC,)
+    group_suffix = "-status"
+
+    def _on_message(self, topic: str, payload: bytes, mid: int, generation: int) -> None:
+        self.inbox.put(Incoming(topic, payload, datetime.now(UTC), mid, generation))
 
 
 ROLES = ("all", "telemetry", "events")
@@ -265,6 +373,7 @@ class Ingestor:
         self.consumers: list[_Consumer] = []
         if role in ("all", "events"):
             self.consumers.append(EventConsumer(settings, ingest, on_fatal))
+            self.consumers.append(StatusConsumer(settings, ingest, on_fatal))
         if role in ("all", "telemetry"):
             self.consumers.append(TelemetryConsumer(settings, ingest, on_fatal))
         self.maintenance = Maintenance(settings.require_database_url(), ingest)

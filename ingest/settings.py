@@ -24,6 +24,12 @@ class IngestSettings(BaseSettings):
     # A batch is written when it holds this many messages or its oldest message is this old.
     max_batch: int = 2000
     flush_interval_s: float = 0.1
+    # What each consumer (telemetry, events, status) holds in memory at most, received and not yet
+    # committed: when full it stops reading from the broker, which holds the rest. The count is
+    # also the session's MQTT Receive Maximum (unacknowledged QoS 1 messages the broker sends).
+    # 10,000 × ~250 B of bookkeeping + 32 MiB of payloads: under 40 MiB per consumer.
+    inbox_max_messages: int = Field(default=10_000, ge=1, le=65_535)
+    inbox_max_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
     # Readings older than this (device backlog) are refused; newer than now + tolerance too.
     backfill_days: float = 7
     future_tolerance_s: float = 300
