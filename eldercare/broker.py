@@ -31,9 +31,10 @@ pid_file {pid_file}
 {user_line}
 # Acks wait for a database commit, so many messages are in flight at once; the default 20 throttles.
 max_inflight_messages 10000
-# The default 1000 silently drops QoS 1 messages for a slow or restarting subscriber.
+# The default 1000 silently drops QoS 1 messages for a slow or restarting subscriber; but the queue
+# is broker memory, so it is capped in bytes too (docs/operations.md, "Broker limits").
 max_queued_messages 2000000
-max_queued_bytes 0
+max_queued_bytes 536870912
 # The contract's 64 KiB limit: larger PUBLISHes are refused by the broker itself.
 message_size_limit 65536
 # Sessions of devices and ingestors that stay away longer than this are forgotten.
