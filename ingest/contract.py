@@ -416,7 +416,38 @@ def parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -
     try:
         return _parse_event(device_id, payload, now, limits)
     except RecursionError:  # the lenient parser's or the NUL scan's, on absurdly nested JSON
-        raise Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event") from None
+        event = _deep_emergency(device_id, payload, now)
+        if event is None:
+            raise Invalid(Reason.INVALID_STRUCTURE, "nested too deeply to be an event") from None
+        return event
+
+
+# Read from the text when no parser can go deep enough: a false positive alerts, never loses.
+_DEEP_TYPE_RE = re.compile(r'"type"\s*:\s*"\s*(sos|fall)\s*"', re.IGNORECASE)
+_DEEP_MSG_ID_RE = re.compile(r'"msg_id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,64})"')
+
+
+def _deep_emergency(device_id: str, payload: bytes, now: datetime) -> DeviceEvent | None:
+    """An emergency nested too deeply for any parser: its type (and msg_id) from the text."""
+    text = payload.decode("utf-8", errors="replace")
+    kind = _DEEP_TYPE_RE.search(text)
+    if kind is None:
+        return None
+    problems = [Problem(Repair.PAYLOAD_REFUSED, "nested too deeply to parse: stored without it")]
+    msg_id = _DEEP_MSG_ID_RE.search(text)
+    if msg_id is None:
+        derived = _derived_msg_id(None, payload)
+        problems.append(Problem(Repair.INVALID_MSG_ID, f"msg_id not found: stored as {derived}"))
+    return DeviceEvent(
+        device_id,
+        msg_id.group(1) if msg_id else derived,
+        kind.group(1).lower(),
+        now,
+        None,
+        None,
+        {},
+        tuple(problems),
+    )
 
 
 def _parse_event(device_id: str, payload: bytes, now: datetime, limits: Limits) -> DeviceEvent:

@@ -156,3 +156,12 @@ def test_the_longest_valid_backlog_fits_under_the_element_cap():
     raw = json.dumps([shortest] * count, separators=(",", ":")).encode()
     assert len(raw) <= 64 * 1024 and count <= MAX_ARRAY_ELEMENTS
     assert len(parse_telemetry("wb-1", raw, NOW, LIMITS).objects) == count
+
+
+def test_an_emergency_nested_too_deeply_to_parse_is_still_stored():
+    raw = b'{"msg_id": "e-1", "type": "SOS", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    event = parse_event("sos-1", raw, NOW, LIMITS)
+    assert (event.type, event.msg_id, event.payload, event.occurred_at) == ("sos", "e-1", {}, NOW)
+    assert "payload_refused" in [p.repair.value for p in event.problems]
+    unnamed = parse_event("sos-1", b'{"type": "fall", "x": ' + b"[" * 5000 + b"}", NOW, LIMITS)
+    assert unnamed.type == "fall" and unnamed.msg_id.startswith("derived-")
