@@ -147,6 +147,16 @@ def add_contract(
         )
 
 
+def is_contracted(conn: psycopg.Connection, *, resident_id: int, doctor_id: int) -> bool:
+    """Whether the doctor has an active contract (家庭医生签约) with the resident now."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM contract WHERE resident_id = %s AND doctor_id = %s "
+        "AND valid_from <= now() AND (valid_to IS NULL OR valid_to > now()))",
+        (resident_id, doctor_id),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def set_resident_institution(
     conn: psycopg.Connection, *, resident_id: int, institution_id: int
 ) -> None:
