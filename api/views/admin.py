@@ -14,6 +14,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -34,7 +35,7 @@ from api.views.guards import (
     see_resident,
 )
 from care import service as care
-from care.service import CareError
+from care.service import CareError, ThresholdError
 from devices import service as devices
 from devices.service import EmergencyContact, RegistryError
 
@@ -509,6 +510,8 @@ def contacts(
 
 
 class Threshold(BaseModel):
+    # Broad bounds for the schema; the metric's plausible range (ingest/metrics.py) is checked
+    # after authorisation, as a limit no reading can cross would silence the rule (422).
     low: float | None = Field(default=None, ge=-1000, le=100_000)
     high: float | None = Field(default=None, ge=-1000, le=100_000)
 
@@ -543,7 +546,9 @@ def set_threshold(
     conn: Conn,
     request: Request,
 ) -> dict[str, Any]:
-    """The doctor's own thresholds for this resident (a hypertensive resident's normal is not the textbook's)."""
+    """The doctor's own thresholds for this resident (a hypertensive resident's normal is not the
+    textbook's): its contracted doctor(s) and its owning administrators only. Each limit must be
+    one a reading can cross (inside the metric's plausible range), low below high; else 422."""
     see_resident(conn, caller, resident_id)
     if not caller.can_write:
         raise HTTPException(403, "this credential may read but not change thresholds")
@@ -557,6 +562,7 @@ def set_threshold(
             "only the resident's contracted doctor or an administrator of its institution may "
             "change its thresholds",
         )
+    asked = {"metric": metric, "low": body.low, "high": body.high}
     try:
         row = care.set_threshold(
             conn,
@@ -566,6 +572,22 @@ def set_threshold(
             high=body.high,
             set_by=caller.actor,
         )
+    except ThresholdError as exc:
+        # An attempt to move a limit out of reach is worth knowing about, too.
+        _audit(
+            conn,
+            caller,
+            request,
+            "threshold.set",
+            resident_id=resident_id,
+            outcome="refused",
+            detail={**asked, "reason": str(exc)},
+        )
+        # Shaped as FastAPI's own validation errors, which the schema documents for 422.
+        loc = ("body", exc.side) if exc.side else ("body",)
+        raise RequestValidationError(
+            [{"loc": loc, "msg": str(exc), "type": "value_error"}]
+        ) from None
     except CareError as exc:
         raise _refused(exc) from None
     _audit(
@@ -574,7 +596,7 @@ def set_threshold(
         request,
         "threshold.set",
         resident_id=resident_id,
-        detail={"metric": metric, "low": body.low, "high": body.high},
+        detail={**asked, "previous": row["previous"]},
     )
     return row
 
