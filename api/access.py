@@ -24,10 +24,17 @@ from api import queries
 
 SESSION_LIFETIME = timedelta(hours=12)
 LOGIN_WINDOW = "5 minutes"
-# Per account (guessing one password), and per address (trying many accounts from one place;
-# higher, because a clinic's staff may share one address).
+# Failed logins allowed within the window. Per account and address (guessing one password from one
+# place): an attacker elsewhere uses up only their own address's tries, never the doctor's.
 LOGIN_MAX_FAILURES = 5
+# Per address, over all accounts (trying many accounts from one place; higher, because a clinic's
+# staff may share one address).
 ADDRESS_MAX_FAILURES = 30
+# The slow-down for a guess spread over many addresses: once an account has this many failures
+# from all addresses together, every address may fail on it only SLOWED_MAX_FAILURES times. No
+# lockout: a first attempt from anywhere is always tried, so the doctor still gets in.
+ACCOUNT_SLOWDOWN_AFTER = 20
+SLOWED_MAX_FAILURES = 1
 ROLES = ("doctor", "duty_desk", "institution_admin", "system_admin")
 # What a platform's key may read; chosen when the key is made (`eldercare platforms add --scope`).
 PLATFORM_SCOPES = ("read:residents", "read:readings", "read:alerts")
@@ -124,19 +131,36 @@ def new_token(
     return token, expires
 
 
-def check_rate_limit(conn: psycopg.Connection, *, username: str, address: str) -> None:
-    """429 after repeated failures for this account or from this address."""
-    row = conn.execute(
-        queries.RECENT_FAILURES, {"username": username, "address": address, "window": LOGIN_WINDOW}
-    ).fetchone()
-    if row and (row[0] >= LOGIN_MAX_FAILURES or row[1] >= ADDRESS_MAX_FAILURES):
-        raise AccessError(429, "too many failed logins; wait five minutes and try again")
+def reserve_attempt(conn: psycopg.Connection, *, username: str, address: str) -> int:
+    """Count one login attempt as a failure before its password is checked, if the limits allow
+    one more (429 otherwise); `release_attempt` takes it back when the password was right.
 
-
-def record_failure(conn: psycopg.Connection, *, username: str, address: str) -> None:
-    conn.execute(queries.RECORD_FAILURE, (username, address))
+    Check and record are one step under the address's and the account's advisory locks, so
+    concurrent attempts never get more tries than the limits, whichever API process they reach."""
+    limits = {
+        "username": username,
+        "address": address,
+        "window": LOGIN_WINDOW,
+        "pair_max": LOGIN_MAX_FAILURES,
+        "address_max": ADDRESS_MAX_FAILURES,
+        "slowdown_after": ACCOUNT_SLOWDOWN_AFTER,
+        "slowed_max": SLOWED_MAX_FAILURES,
+    }
+    with conn.transaction():
+        conn.execute(queries.LOCK_LOGIN_ADDRESS, (address,))
+        conn.execute(queries.LOCK_LOGIN_ACCOUNT, (username,))
+        row = conn.execute(queries.RESERVE_LOGIN_ATTEMPT, limits).fetchone()
+    if row is None:
+        raise AccessError(429, "too many failed logins from this address; wait five minutes")
     # Rows older than the window count for nothing; the audit log keeps the history.
     conn.execute(queries.PRUNE_FAILURES, {"window": LOGIN_WINDOW})
+    attempt: int = row[0]
+    return attempt
+
+
+def release_attempt(conn: psycopg.Connection, attempt: int) -> None:
+    """The attempt succeeded: it does not count as a failure."""
+    conn.execute(queries.RELEASE_LOGIN_ATTEMPT, (attempt,))
 
 
 def _user_institutions(user: tuple[Any, ...]) -> tuple[int | None, int | None]:
@@ -147,10 +171,11 @@ def _user_institutions(user: tuple[Any, ...]) -> tuple[int | None, int | None]:
 def login(
     conn: psycopg.Connection, *, username: str, password: str, address: str
 ) -> tuple[str, datetime | None, str]:
-    """A session token for a correct password; refuses after repeated failures (429).
+    """A session token for a correct password; refuses after repeated failures (429, see
+    reserve_attempt).
 
     Every attempt that is not rate-limited is audited (never the password)."""
-    check_rate_limit(conn, username=username, address=address)
+    attempt = reserve_attempt(conn, username=username, address=address)
     user = conn.execute(queries.SELECT_USER, (username,)).fetchone()
     ok = False
     if user is not None:
@@ -165,7 +190,6 @@ def login(
         [] if user is None else sorted({i for i in _user_institutions(user) if i is not None})
     )
     if not ok or user is None:
-        record_failure(conn, username=username, address=address)
         record(
             conn,
             actor,
@@ -177,6 +201,7 @@ def login(
             detail={"reason": "wrong password" if user is not None else "unknown username"},
         )
         raise AccessError(401, "wrong username or password")
+    release_attempt(conn, attempt)
     token, expires = new_token(
         conn, kind="session", user_id=user[0], scopes=("read", "write"), lifetime=SESSION_LIFETIME
     )

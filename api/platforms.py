@@ -145,18 +145,18 @@ def client_credentials(
 
     The client is the platform's id, its secret an API key of it; the token's scopes are the
     requested subset of the key's. Failures count towards the login rate limit (429)."""
-    from api.access import check_rate_limit, record_failure
+    from api.access import release_attempt, reserve_attempt
 
     who = f"platform:{client_id}"[:100]
-    check_rate_limit(conn, username=who, address=address)
+    attempt = reserve_attempt(conn, username=who, address=address)
     row = None
     if client_id.isdigit() and len(client_id) < 16:
         row = conn.execute(
             queries.SELECT_CLIENT_KEY, (token_hash(client_secret), int(client_id))
         ).fetchone()
     if row is None:
-        record_failure(conn, username=who, address=address)
         raise AccessError(401, "invalid_client")
+    release_attempt(conn, attempt)  # the key was right: not a guess
     token_id, key_scopes, key_expires, platform_id, platform_name = row
     granted = tuple(key_scopes)
     if scope:

@@ -6,11 +6,26 @@ FROM app_user u LEFT JOIN doctor d ON d.id = u.doctor_id
 WHERE u.username = %s AND u.active
 """
 
-RECENT_FAILURES = """
-SELECT count(*) FILTER (WHERE username = %(username)s), count(*) FILTER (WHERE address = %(address)s)
-FROM login_failure WHERE at > now() - %(window)s::interval
+# A login attempt is reserved (as a failure, deleted again when the password was right) under two
+# advisory locks, the address's and then the account's, always in that order (no deadlock): two
+# concurrent attempts cannot both see room for one more (api/access.py: reserve_attempt).
+LOCK_LOGIN_ADDRESS = "SELECT pg_advisory_xact_lock(hashtextextended('login-address:' || %s, 0))"
+LOCK_LOGIN_ACCOUNT = "SELECT pg_advisory_xact_lock(hashtextextended('login-account:' || %s, 0))"
+RESERVE_LOGIN_ATTEMPT = """
+WITH recent AS (
+    SELECT count(*) FILTER (WHERE username = %(username)s AND address = %(address)s) AS pair,
+           count(*) FILTER (WHERE address = %(address)s) AS from_address,
+           count(*) FILTER (WHERE username = %(username)s) AS account
+    FROM login_failure
+    WHERE (username = %(username)s OR address = %(address)s) AND at > now() - %(window)s::interval
+)
+INSERT INTO login_failure (username, address)
+SELECT %(username)s, %(address)s FROM recent
+WHERE from_address < %(address_max)s
+  AND pair < CASE WHEN account >= %(slowdown_after)s THEN %(slowed_max)s ELSE %(pair_max)s END
+RETURNING id
 """
-RECORD_FAILURE = "INSERT INTO login_failure (username, address) VALUES (%s, %s)"
+RELEASE_LOGIN_ATTEMPT = "DELETE FROM login_failure WHERE id = %s"
 PRUNE_FAILURES = "DELETE FROM login_failure WHERE at < now() - %(window)s::interval"
 
 INSERT_TOKEN = """

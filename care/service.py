@@ -26,6 +26,16 @@ class CareError(Exception):
     """A request about care relationships that is refused; the message says what to do."""
 
 
+class ThresholdError(CareError):
+    """Limits that cannot be set: not a metric, outside what a reading can be, or no room between
+    low and high (invalid input rather than a conflict: the API answers 422). `side`: the limit
+    at fault ('low' or 'high'), None for both."""
+
+    def __init__(self, message: str, side: str | None = None) -> None:
+        super().__init__(message)
+        self.side = side
+
+
 def _one(conn: psycopg.Connection, sql: str, params: Any) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(sql, params).fetchone()
@@ -147,6 +157,16 @@ def add_contract(
         )
 
 
+def is_contracted(conn: psycopg.Connection, *, resident_id: int, doctor_id: int) -> bool:
+    """Whether the doctor has an active contract (家庭医生签约) with the resident now."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM contract WHERE resident_id = %s AND doctor_id = %s "
+        "AND valid_from <= now() AND (valid_to IS NULL OR valid_to > now()))",
+        (resident_id, doctor_id),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def set_resident_institution(
     conn: psycopg.Connection, *, resident_id: int, institution_id: int
 ) -> None:
@@ -202,6 +222,33 @@ def set_policy(
         )
 
 
+def check_threshold(metric: str, *, low: float | None, high: float | None) -> None:
+    """Refuse limits no reading can cross (ThresholdError). A reading outside the metric's
+    plausible range (ingest/metrics.py) is quarantined, never judged, so a high at or above the
+    range's top, or a low at or below its bottom, would silence the rule for the resident."""
+    from ingest.metrics import METRICS
+
+    if metric not in METRICS:
+        raise ThresholdError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    m = METRICS[metric]
+    for side, value in (("low", low), ("high", high)):
+        if value is not None and not math.isfinite(value):
+            raise ThresholdError(f"{side} must be a number, not {value}", side)
+    plausible = f"(plausible: {m.low:g}–{m.high:g} {m.unit})"
+    if high is not None and high >= m.high:
+        raise ThresholdError(
+            f"{metric}: high {high:g} would never alert: a reading above {m.high:g} {m.unit} "
+            f"is refused as implausible {plausible}; give a high below {m.high:g}",
+            "high",
+        )
+    if low is not None and low <= m.low:
+        raise ThresholdError(
+            f"{metric}: low {low:g} would never alert: a reading below {m.low:g} {m.unit} "
+            f"is refused as implausible {plausible}; give a low above {m.low:g}",
+            "low",
+        )
+
+
 def set_threshold(
     conn: psycopg.Connection,
     *,
@@ -213,16 +260,13 @@ def set_threshold(
 ) -> dict[str, Any]:
     """The doctor's limits for one resident and metric. A side given as None keeps the rule's
     default (alerts/rules.py effective_limits): `high=200` for systolic_bp raises the crisis limit
-    and leaves hypotension at ≤ 90. Both None puts the metric back on the defaults. The limits that
-    result must leave room between them, or every reading would alert."""
+    and leaves hypotension at ≤ 90. Both None puts the metric back on the defaults. Each side must
+    be one a reading can cross (check_threshold), and the limits that result must leave room
+    between them, or every reading would alert (ThresholdError). The answer also holds the
+    limits in force (`effective`) and the override replaced (`previous`, None if none)."""
     from alerts.rules import Limits, defaults_for, effective_limits
-    from ingest.metrics import METRICS
 
-    if metric not in METRICS:
-        raise CareError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-    for side, value in (("low", low), ("high", high)):
-        if value is not None and not math.isfinite(value):
-            raise CareError(f"{side} must be a number, not {value}")
+    check_threshold(metric, low=low, high=high)
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
         scale = conn.execute("SELECT spo2_scale FROM resident WHERE id = %s", (resident_id,))
@@ -230,11 +274,17 @@ def set_threshold(
         default = defaults_for(row[0] if row else 1).get(metric, Limits())
         merged = effective_limits(default, Limits(low, high))
         if merged.low is not None and merged.high is not None and merged.low >= merged.high:
-            raise CareError(
+            raise ThresholdError(
                 f"{metric}: low {merged.low:g} must be below high {merged.high:g}"
                 + (" (the default)" if low is None or high is None else "")
                 + "; give both sides"
             )
+        with conn.cursor(row_factory=dict_row) as cur:
+            previous = cur.execute(
+                "SELECT low, high FROM resident_threshold WHERE resident_id = %s AND metric = %s "
+                "FOR UPDATE",
+                (resident_id, metric),
+            ).fetchone()
         return _one(
             conn,
             "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
@@ -242,7 +292,7 @@ def set_threshold(
             "low = EXCLUDED.low, high = EXCLUDED.high, set_by = EXCLUDED.set_by, set_at = now() "
             "RETURNING *",
             (resident_id, metric, low, high, set_by),
-        ) | {"effective": {"low": merged.low, "high": merged.high}}
+        ) | {"effective": {"low": merged.low, "high": merged.high}, "previous": previous}
 
 
 def add_webhook(

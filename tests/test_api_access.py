@@ -1,6 +1,7 @@
 """Who may see and do what, route by route: doctor B on doctor A's resident (404 everywhere, and
 audited), platform keys on every write (403) and their scopes, expired and revoked credentials (401),
-the duty desk and the institution admin within their institution."""
+the duty desk and the institution admin within their institution, and every write about a resident,
+a device or an alert refused to an institution admin who sees the resident but does not own it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from alerts.models import Finding
 from api import access, platforms
 from care import service as care
 from devices import service as devices
+from devices.service import EmergencyContact
 from tests.test_api import _token, client, world  # noqa: F401 - fixtures
 
 API = "/api/v1"
@@ -101,7 +103,7 @@ def _routes(client):  # noqa: F811
     ]
 
 
-def _path(template: str, scene: dict, *, resident: int | None = None) -> str:
+def _path(template: str, scene: dict, *, resident: int | None = None, **named: object) -> str:
     values = {
         "resident_id": resident or scene["resident"],
         "alert_id": scene["alert"],
@@ -111,19 +113,22 @@ def _path(template: str, scene: dict, *, resident: int | None = None) -> str:
         "doctor_id": scene["a"],
         "contract_id": scene["contract"],
         "platform_id": scene["platform_id"],
+        **named,
     }
     return template.format(**values)
 
 
-def _bodies(scene: dict) -> dict[tuple[str, str], dict | None]:
-    """A valid body for every write, so that what answers is the authorisation, not validation."""
+def _bodies(scene: dict, *, resident: int | None = None) -> dict[tuple[str, str], dict | None]:
+    """A valid body for every write, so that what answers is the authorisation, not validation
+    (`resident`: the resident the bodies name, default the scene's)."""
     tag = uuid.uuid4().hex[:6]
+    rid = resident or scene["resident"]
     tiers = [{"after_s": 0, "notify": ["duty_desk"]}]
     return {
         ("POST", f"{API}/auth/logout"): None,
         ("POST", f"{API}/institutions"): {"name": f"x {tag}", "kind": "care_home"},
         ("POST", f"{API}/doctors"): {"name": "x", "institution_id": scene["centre"]},
-        ("POST", f"{API}/contracts"): {"resident_id": scene["resident"], "doctor_id": scene["b"]},
+        ("POST", f"{API}/contracts"): {"resident_id": rid, "doctor_id": scene["b"]},
         ("POST", f"{API}/contracts/{{contract_id}}/end"): {},
         ("POST", f"{API}/residents"): {"name": "x"},
         ("PATCH", f"{API}/residents/{{resident_id}}"): {"address": "x"},
@@ -132,8 +137,12 @@ def _bodies(scene: dict) -> dict[tuple[str, str], dict | None]:
             "institution_id": scene["centre"],
             "tiers": tiers,
         },
-        ("POST", f"{API}/devices"): {"device_id": f"x-{tag}", "kind": "wristband"},
-        ("POST", f"{API}/devices/{{device_id}}/bind"): {"resident_id": scene["resident"]},
+        ("POST", f"{API}/devices"): {
+            "device_id": f"x-{tag}",
+            "kind": "wristband",
+            "resident_id": rid,
+        },
+        ("POST", f"{API}/devices/{{device_id}}/bind"): {"resident_id": rid},
         ("POST", f"{API}/devices/{{device_id}}/unbind"): None,
         ("POST", f"{API}/devices/{{device_id}}/retire"): None,
         ("POST", f"{API}/devices/{{device_id}}/rotate"): None,
@@ -148,8 +157,8 @@ def _bodies(scene: dict) -> dict[tuple[str, str], dict | None]:
     }
 
 
-def _writes(client, scene):  # noqa: F811
-    bodies = _bodies(scene)
+def _writes(client, scene, *, resident: int | None = None):  # noqa: F811
+    bodies = _bodies(scene, resident=resident)
     writes = [r for r in _routes(client) if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
     missing = [r for r in writes if r not in bodies and r not in UNAUTHENTICATED]
     assert not missing, f"give these new write routes a valid body in _bodies(): {missing}"
@@ -354,6 +363,142 @@ def test_the_institution_admin_stays_within_its_institution(client, scene, conn)
     device = devices.get_device(conn, their_device)
     assert device.status == "active" and device.resident_id == theirs
     assert devices.owner(conn, scene["devices"]["stock"]) is None
+
+
+# What names a resident, a device or an alert in a write: a path parameter or a body field.
+OWNED_NAMES = {"resident_id", "device_id", "alert_id", "contract_id"}
+
+
+def _names(schema: dict, method: str, template: str) -> set[str]:
+    """The path, query and body field names of an operation of the OpenAPI schema."""
+    operation = schema["paths"][template][method.lower()]
+    names = {p["name"] for p in operation.get("parameters", [])}
+    for content in operation.get("requestBody", {}).get("content", {}).values():
+        body = content.get("schema", {})
+        if "$ref" in body:
+            body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+        names |= set(body.get("properties", {}))
+    return names
+
+
+@pytest.fixture()
+def shared(scene, conn):
+    """A resident of the other institution signed with doctor A of the centre, so that the centre's
+    admin sees it (may_see_resident) without owning it; with an alert, and a device of the centre's
+    bound to it (as a system admin may do)."""
+    tag = uuid.uuid4().hex[:6]
+    resident = devices.add_resident(
+        conn, name="钱淑珍", contacts=[EmergencyContact("钱小红", "13700000000", "daughter")]
+    )
+    care.set_resident_institution(conn, resident_id=resident.id, institution_id=scene["other"])
+    contract = care.add_contract(conn, resident_id=resident.id, doctor_id=scene["a"])
+    alert = service.raise_finding(
+        conn,
+        resident_id=resident.id,
+        now=datetime.now(UTC),
+        finding=Finding(rule="fever", severity="warning", title="发热 / Fever"),
+    )
+    device_id = f"wb-shared-{tag}"
+    devices.add_device(conn, device_id=device_id, kind="wristband", resident_id=resident.id)
+    devices.set_owner(conn, device_id=device_id, institution_id=scene["centre"])
+    return {
+        "resident_id": resident.id,
+        "alert_id": alert.id,
+        "device_id": device_id,
+        "contract_id": contract["id"],
+    }
+
+
+def _state_of(conn, shared: dict) -> list:
+    """Everything a write about the shared resident, its alert or its device could change."""
+    rid, device_id = shared["resident_id"], shared["device_id"]
+    return [
+        conn.execute(
+            "SELECT name, address, gender, archive_id, spo2_scale, institution_id "
+            "FROM resident WHERE id = %s",
+            (rid,),
+        ).fetchall(),
+        conn.execute(
+            "SELECT id, name, phone, priority FROM emergency_contact WHERE resident_id = %s "
+            "ORDER BY id",
+            (rid,),
+        ).fetchall(),
+        conn.execute(
+            "SELECT id, doctor_id, valid_to FROM contract WHERE resident_id = %s ORDER BY id",
+            (rid,),
+        ).fetchall(),
+        conn.execute(
+            "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s", (rid,)
+        ).fetchall(),
+        conn.execute(
+            "SELECT device_id, unbound_at FROM device_binding WHERE resident_id = %s ORDER BY id",
+            (rid,),
+        ).fetchall(),
+        conn.execute(
+            "SELECT d.status, b.resident_id, a.password_hash, a.revoked_at FROM device d "
+            "LEFT JOIN device_binding b ON b.device_id = d.device_id AND b.unbound_at IS NULL "
+            "LEFT JOIN broker_account a ON a.device_id = d.device_id WHERE d.device_id = %s",
+            (device_id,),
+        ).fetchall(),
+        conn.execute(
+            "SELECT a.state, a.acknowledged_by, count(t.id) FROM alert a "
+            "JOIN alert_transition t ON t.alert_id = a.id WHERE a.id = %s "
+            "GROUP BY a.state, a.acknowledged_by",
+            (shared["alert_id"],),
+        ).fetchall(),
+    ]
+
+
+def test_seeing_a_resident_is_not_owning_it_every_write_needs_ownership(
+    client,  # noqa: F811
+    scene,
+    shared,
+    conn,
+):
+    """The centre's admin sees the other institution's resident (signed with the centre's doctor A)
+    and may not change anything about it, its alerts or the device it wears: walked over every
+    write of the schema that names a resident, a device, an alert or a contract, so that a route
+    added later is tried too."""
+    ia = _token(client, scene, "ia")
+    rid = shared["resident_id"]
+    assert client.get(f"{API}/residents/{rid}", headers=ia).status_code == 200, "it sees it"
+    assert client.get(f"{API}/alerts/{shared['alert_id']}", headers=ia).status_code == 200
+    before = _state_of(conn, shared)
+    start = conn.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()[0]
+    schema = client.app.openapi()
+    writes = [
+        (route, body)
+        for route, body in _writes(client, scene, resident=rid)
+        if _names(schema, *route) & OWNED_NAMES
+    ]
+    tried = {route for route, _ in writes}
+    assert {
+        ("PATCH", f"{API}/residents/{{resident_id}}"),
+        ("PUT", f"{API}/residents/{{resident_id}}/thresholds/{{metric}}"),
+        ("POST", f"{API}/contracts"),
+        ("POST", f"{API}/contracts/{{contract_id}}/end"),
+        ("POST", f"{API}/devices"),
+        ("POST", f"{API}/devices/{{device_id}}/bind"),
+        ("POST", f"{API}/alerts/{{alert_id}}/ack"),
+    } <= tried, tried
+    for (method, template), body in writes:
+        path = _path(template, scene, **shared)
+        response = _call(client, method, path, ia, body)
+        assert response.status_code in (403, 404), (method, template, response.text)
+    assert _state_of(conn, shared) == before, "nothing changed"
+    # The owner may: the other institution's own admin changes the record, the contracted doctor
+    # acknowledges the alert.
+    ia_other = _token(client, scene, "ia_other")
+    moved = client.patch(f"{API}/residents/{rid}", json={"address": "x"}, headers=ia_other)
+    assert moved.status_code == 200, moved.text
+    a = _token(client, scene, "a")
+    acked = client.post(f"{API}/alerts/{shared['alert_id']}/ack", json={}, headers=a)
+    assert acked.status_code == 200
+    refused = conn.execute(
+        "SELECT count(*) FROM audit_log WHERE actor LIKE %s AND outcome = 'refused' AND id > %s",
+        (f"user:%:{scene['users']['ia'][0]}", start),
+    ).fetchone()[0]
+    assert refused == len(writes), "every refusal is on the trail, once"
 
 
 def test_doctor_a_snoozes_and_resolves(client, scene, conn):  # noqa: F811

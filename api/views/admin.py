@@ -2,9 +2,10 @@
 and escalation policies (devices: api/views/admin_devices.py; platforms: api/views/admin_platforms.py).
 
 System admins manage everything; an institution admin manages its own institution's doctors, their
-contracts and its residents (api/views/guards.py). Doctors set their residents' thresholds and SpO2
-scale. Domain rules live in care/ and devices/; this module checks who may ask, turns refusals into
-4xx answers and audits every change (and every read of resident data).
+contracts and its residents; seeing a resident is not owning it (api/views/guards.py: ownership).
+Contracted doctors set their residents' thresholds and SpO2 scale. Domain rules live in care/ and
+devices/; this module checks who may ask, turns refusals into 4xx answers and audits every change
+(and every read of resident data).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -21,9 +23,19 @@ from api import queries
 from api.access import Principal, audit
 from api.deps import MAX_ID, NO_NUL, Caller, Conn, IdPath, IdQuery, client_address
 from api.views import admin_devices, admin_platforms
-from api.views.guards import NOT_YOURS, require_admin, require_institution, scope, see_resident
+from api.views.guards import (
+    NOT_OWNER,
+    NOT_YOURS,
+    is_contracted_doctor,
+    owns_resident,
+    require_admin,
+    require_institution,
+    require_owner,
+    scope,
+    see_resident,
+)
 from care import service as care
-from care.service import CareError
+from care.service import CareError, ThresholdError
 from devices import service as devices
 from devices.service import EmergencyContact, RegistryError
 
@@ -284,8 +296,8 @@ def add_contract(body: NewContract, caller: Caller, conn: Conn, request: Request
     if row is None:
         raise HTTPException(404, f"no doctor {body.doctor_id}")
     require_institution(caller, row[0])
-    if caller.role != "system_admin":
-        see_resident(conn, caller, body.resident_id)
+    # Its own doctor is not enough: signing gives the doctor the resident's data and alerts.
+    require_owner(conn, caller, body.resident_id)
     try:
         contract = care.add_contract(conn, resident_id=body.resident_id, doctor_id=body.doctor_id)
     except CareError as exc:
@@ -312,6 +324,8 @@ def end_contract(
     """End a contract (now, or at `valid_to`): the doctor then no longer sees the resident."""
     require_admin(caller)
     contract = _contract(conn, caller, contract_id)
+    # Ending it changes who is alerted for the resident: the resident's institution decides.
+    require_owner(conn, caller, contract["resident_id"])
     try:
         ended = care.end_contract(conn, contract_id=contract_id, valid_to=body.valid_to)
     except CareError as exc:
@@ -439,15 +453,19 @@ DOCTOR_FIELDS = {"spo2_scale"}
 def update_resident(
     resident_id: IdPath, body: ResidentChange, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
-    """Change a resident's record: administrators anything, the doctor the SpO2 scale."""
+    """Change a resident's record: its institution's administrators anything, its contracted
+    doctor the SpO2 scale."""
     see_resident(conn, caller, resident_id)
     sent = body.model_fields_set
     if not caller.can_write:
         raise HTTPException(403, "this credential may read but not change residents")
-    if caller.role not in ("system_admin", "institution_admin") and not (
-        caller.role == "doctor" and sent <= DOCTOR_FIELDS
-    ):
+    if caller.role == "doctor" and sent <= DOCTOR_FIELDS:
+        if not is_contracted_doctor(conn, caller, resident_id):
+            raise HTTPException(403, "only the resident's contracted doctor may change this")
+    elif caller.role not in ("system_admin", "institution_admin"):
         raise HTTPException(403, "this needs an administrator of the institution concerned")
+    elif not owns_resident(conn, caller, resident_id):
+        raise HTTPException(403, NOT_OWNER)
     if "institution_id" in sent:
         require_institution(caller, body.institution_id)
     changes = {k: getattr(body, k) for k in sent if k != "emergency_contacts"}
@@ -492,6 +510,8 @@ def contacts(
 
 
 class Threshold(BaseModel):
+    # Broad bounds for the schema; the metric's plausible range (ingest/metrics.py) is checked
+    # after authorisation, as a limit no reading can cross would silence the rule (422).
     low: float | None = Field(default=None, ge=-1000, le=100_000)
     high: float | None = Field(default=None, ge=-1000, le=100_000)
 
@@ -526,10 +546,23 @@ def set_threshold(
     conn: Conn,
     request: Request,
 ) -> dict[str, Any]:
-    """The doctor's own thresholds for this resident (a hypertensive resident's normal is not the textbook's)."""
+    """The doctor's own thresholds for this resident (a hypertensive resident's normal is not the
+    textbook's): its contracted doctor(s) and its owning administrators only. Each limit must be
+    one a reading can cross (inside the metric's plausible range), low below high; else 422."""
     see_resident(conn, caller, resident_id)
     if not caller.can_write:
         raise HTTPException(403, "this credential may read but not change thresholds")
+    # A threshold can silence a resident's alerts: its doctor and its owners only, not everyone
+    # who sees it (duty desks, a doctor through a cooperation agreement, another institution).
+    if not (
+        is_contracted_doctor(conn, caller, resident_id) or owns_resident(conn, caller, resident_id)
+    ):
+        raise HTTPException(
+            403,
+            "only the resident's contracted doctor or an administrator of its institution may "
+            "change its thresholds",
+        )
+    asked = {"metric": metric, "low": body.low, "high": body.high}
     try:
         row = care.set_threshold(
             conn,
@@ -539,6 +572,22 @@ def set_threshold(
             high=body.high,
             set_by=caller.actor,
         )
+    except ThresholdError as exc:
+        # An attempt to move a limit out of reach is worth knowing about, too.
+        _audit(
+            conn,
+            caller,
+            request,
+            "threshold.set",
+            resident_id=resident_id,
+            outcome="refused",
+            detail={**asked, "reason": str(exc)},
+        )
+        # Shaped as FastAPI's own validation errors, which the schema documents for 422.
+        loc = ("body", exc.side) if exc.side else ("body",)
+        raise RequestValidationError(
+            [{"loc": loc, "msg": str(exc), "type": "value_error"}]
+        ) from None
     except CareError as exc:
         raise _refused(exc) from None
     _audit(
@@ -547,7 +596,7 @@ def set_threshold(
         request,
         "threshold.set",
         resident_id=resident_id,
-        detail={"metric": metric, "low": body.low, "high": body.high},
+        detail={**asked, "previous": row["previous"]},
     )
     return row
 

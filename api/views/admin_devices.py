@@ -2,7 +2,8 @@
 
 A device belongs to an institution (migration 0009): set when an institution admin registers it,
 or when it is bound to a resident of an institution while it belonged to none. An institution admin
-sees and manages only its institution's devices (others are 404); system admins manage all.
+sees and manages only its institution's devices (others are 404), and only for its own
+institution's residents (api/views/guards.py: ownership; 403); system admins manage all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 from api import queries
 from api.access import Principal, audit
 from api.deps import MAX_ID, NO_NUL, Caller, Conn, IdQuery, client_address
-from api.views.guards import NOT_YOURS, require_admin, require_institution, scope, see_resident
+from api.views.guards import NOT_YOURS, require_admin, require_institution, require_owner, scope
 from devices import service as devices
 from devices.models import DEVICE_KINDS
 from devices.service import RegistryError
@@ -163,8 +164,8 @@ def add_device(body: NewDevice, caller: Caller, conn: Conn, request: Request) ->
         None,
     ):
         raise HTTPException(404, f"no institution {owner}")
-    if body.resident_id is not None and caller.role != "system_admin":
-        see_resident(conn, caller, body.resident_id)
+    if body.resident_id is not None:
+        require_owner(conn, caller, body.resident_id)
     try:
         with conn.transaction():
             new = devices.add_device(
@@ -196,11 +197,12 @@ def _act(
     conn: Conn, caller: Principal, request: Request, device_id: str, action: str, **kwargs: Any
 ) -> Any:
     require_admin(caller)
-    current = _device(conn, caller, device_id)
+    current = _device(conn, caller, device_id)  # 404 unless the caller owns the device
     target: int | None = kwargs.get("resident_id")
-    if caller.role != "system_admin":
-        for resident in {current["resident_id"], target} - {None}:
-            see_resident(conn, caller, resident)
+    # And the residents it serves or would serve: an own device is not bound to, taken from or cut
+    # off (retired, rotated) a resident of another institution.
+    for resident in sorted({current["resident_id"], target} - {None}):
+        require_owner(conn, caller, resident)
     try:
         with conn.transaction():
             result = getattr(devices, action)(conn, device_id=device_id, **kwargs)

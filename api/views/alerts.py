@@ -15,6 +15,7 @@ from alerts.service import AlertError
 from api import cursor, queries
 from api.access import Principal, audit
 from api.deps import Caller, Conn, IdPath, IdQuery, client_address
+from api.views import guards
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 NOT_FOUND = "no such alert (or not one of your residents')"
@@ -207,6 +208,8 @@ def _act(
     resident_id = _resident_of(conn, caller, alert_id)
     if not caller.can_write:
         refusal = "this credential may read but not act on alerts"
+    elif caller.role == "institution_admin" and not guards.owns_resident(conn, caller, resident_id):
+        refusal = guards.NOT_OWNER  # seeing another institution's resident is not handling it
     if refusal:
         audit(
             conn,
