@@ -99,23 +99,14 @@ class Device:
             self._client = None
 
 
-class Subscriber:
-    """Collects messages on a topic filter (e.g. a device's ack topic)."""
+class _MessageLog:
+    """What an MQTT test client received, with a wait on it (Subscriber, DoctorApp)."""
 
-    def __init__(self, endpoint: MqttEndpoint, username: str, password: str, topic: str) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._cond = threading.Condition()
-        self._ready = threading.Event()
-        self.client = new_client(
-            f"sub-{uuid.uuid4().hex[:8]}", username=username, password=password
-        )
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: self._ready.set()
-        connect_blocking(self.client, endpoint)
-        self.client.subscribe(topic, qos=1)
-        assert self._ready.wait(10), "subscription not confirmed"
+    client: paho.Client
+    messages: list[tuple[str, bytes]]
+    _cond: threading.Condition
 
-    def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+    def _record(self, message: paho.MQTTMessage) -> None:
         with self._cond:
             self.messages.append((message.topic, message.payload))
             self._cond.notify_all()
@@ -134,7 +125,27 @@ class Subscriber:
         self.client.loop_stop()
 
 
-class DoctorApp:
+class Subscriber(_MessageLog):
+    """Collects messages on a topic filter (e.g. a device's ack topic)."""
+
+    def __init__(self, endpoint: MqttEndpoint, username: str, password: str, topic: str) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        self.client = new_client(
+            f"sub-{uuid.uuid4().hex[:8]}", username=username, password=password
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._ready.set()
+        connect_blocking(self.client, endpoint)
+        self.client.subscribe(topic, qos=1)
+        assert self._ready.wait(10), "subscription not confirmed"
+
+    def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+        self._record(message)
+
+
+class DoctorApp(_MessageLog):
     """A doctor's (or duty desk's) app: its own broker login, subscribed to the topics given (its
     alerts topic by default), acknowledging every notification on its acks topic like a real app,
     unless `acks` is False. `suback` holds the broker's answer to each subscription."""
@@ -180,9 +191,7 @@ class DoctorApp:
             assert done.wait(10), f"no SUBACK for {topic}"
 
     def _on_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append((message.topic, message.payload))
-            self._cond.notify_all()
+        self._record(message)
         if self.acks and message.topic.endswith("/alerts"):
             body = orjson.loads(message.payload)
             self.ack(body["notification_id"], wait=False)  # the network thread: cannot wait here
@@ -199,19 +208,6 @@ class DoctorApp:
     def bodies(self) -> list[Any]:
         with self._cond:
             return [orjson.loads(p) for _t, p in self.messages]
-
-    def wait(
-        self, predicate: Callable[[list[tuple[str, bytes]]], bool], timeout: float = 10
-    ) -> list[tuple[str, bytes]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: predicate(self.messages), timeout), (
-                f"got only {self.messages}"
-            )
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def cli(
