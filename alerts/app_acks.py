@@ -22,7 +22,7 @@ from alerts import outbox
 from alerts.clock import Clock
 from eldercare.mqtt import Connection
 from eldercare.settings import Settings
-from store.db import connect_with_retry
+from store.db import keep_connected
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +81,17 @@ class AppAcks:
         self.connection.stop()
 
     def _run(self) -> None:
+        # An ack in hand when the database goes is not acknowledged to the broker; the row goes
+        # out again later.
+        keep_connected(self.url, "eldercare-alerts-acks", self.stop_event, self._take_acks)
+
+    def _take_acks(self, conn: psycopg.Connection) -> None:
         while not self.stop_event.is_set():
             try:
-                with connect_with_retry(
-                    self.url, autocommit=True, application_name="eldercare-alerts-acks"
-                ) as conn:
-                    while not self.stop_event.is_set():
-                        try:
-                            message = self._queue.get(timeout=0.5)
-                        except queue.Empty:
-                            continue
-                        self.handle(conn, *message)
-            except psycopg.OperationalError as exc:
-                # The ack in hand is not acknowledged to the broker; the row goes out again later.
-                log.error("app acks: lost the database (%s); reconnecting", exc)
-                self.stop_event.wait(1)
-            except Exception:
-                log.exception("app acks failed; continuing")
-                self.stop_event.wait(1)
+                message = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.handle(conn, *message)
 
     def handle(
         self, conn: psycopg.Connection, topic: str, payload: bytes, mid: int, generation: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -40,7 +41,7 @@ from alerts.timers import DeviceState, device_findings
 from alerts.window import METRICS, load_window
 from eldercare.mqtt import _Client, connect_blocking, new_client
 from eldercare.settings import Settings
-from store.db import connect_with_retry
+from store.db import keep_connected
 
 log = logging.getLogger(__name__)
 
@@ -254,25 +255,17 @@ class AlertEngine:
             self._threads.append(thread)
 
     def _listen(self) -> None:
+        # This thread carries the emergencies: it must never end while the engine runs. What
+        # failed is still unprocessed; the catch-up on reconnect takes it again.
+        keep_connected(self.url, "eldercare-alerts-events", self.stop_event, self._listen_on)
+
+    def _listen_on(self, conn: psycopg.Connection) -> None:
+        conn.execute("LISTEN eldercare_device_event")
+        self.catch_up_events(conn)
         while not self.stop_event.is_set():
-            try:
-                with connect_with_retry(
-                    self.url, autocommit=True, application_name="eldercare-alerts-events"
-                ) as conn:
-                    conn.execute("LISTEN eldercare_device_event")
-                    self.catch_up_events(conn)
-                    while not self.stop_event.is_set():
-                        # Drain first: the notifies() generator holds the connection.
-                        for note in list(conn.notifies(timeout=0.5, stop_after=1)):
-                            self._on_event(conn, int(orjson.loads(note.payload)["id"]))
-            except psycopg.OperationalError as exc:
-                log.error("alert events: lost the database (%s); reconnecting", exc)
-                self.stop_event.wait(1)
-            except Exception:
-                # This thread carries the emergencies: it must never end while the engine runs.
-                # What failed is still unprocessed; the catch-up on reconnect takes it again.
-                log.exception("alert events failed; reconnecting")
-                self.stop_event.wait(1)
+            # Drain first: the notifies() generator holds the connection.
+            for note in list(conn.notifies(timeout=0.5, stop_after=1)):
+                self._on_event(conn, int(orjson.loads(note.payload)["id"]))
 
     def _on_event(self, conn: psycopg.Connection, event_id: int) -> None:
         alert_id = self._guarded_event(conn, event_id)
@@ -288,19 +281,15 @@ class AlertEngine:
             "eldercare-alerts-slow",
         )
 
-    def _loop(self, step: object, name: str) -> None:
-        while not self.stop_event.is_set():
-            try:
-                with connect_with_retry(self.url, autocommit=True, application_name=name) as conn:
-                    while not self.stop_event.is_set():
-                        step(conn)  # type: ignore[operator]
-                        self.stop_event.wait(self.config.tick_s)
-            except psycopg.OperationalError as exc:
-                log.error("%s: lost the database (%s); reconnecting", name, exc)
-                self.stop_event.wait(1)
-            except Exception:
-                log.exception("%s failed; retrying in a moment", name)
+    def _loop(self, step: Callable[[psycopg.Connection], object], name: str) -> None:
+        def every_tick(conn: psycopg.Connection) -> None:
+            while not self.stop_event.is_set():
+                step(conn)
                 self.stop_event.wait(self.config.tick_s)
+
+        keep_connected(
+            self.url, name, self.stop_event, every_tick, pause_after_error_s=self.config.tick_s
+        )
 
 
 def _device_note(rule: str, status: str | None, bound: bool) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -54,6 +55,30 @@ def connect_with_retry(
 ) -> psycopg.Connection:
     """Connect, waiting up to a minute for a database that is still starting."""
     return connect(url, autocommit=autocommit, application_name=application_name)
+
+
+def keep_connected(
+    url: str,
+    name: str,
+    stop: threading.Event,
+    body: Callable[[psycopg.Connection], None],
+    *,
+    pause_after_error_s: float = 1.0,
+) -> None:
+    """Run `body(conn)` on an autocommit connection until `stop` is set, starting again on a fresh
+    connection after it ends or fails: a thread that must outlive any database trouble (the alert
+    engine's). A lost connection pauses 1 s, any other error `pause_after_error_s`; both are
+    logged, neither ends the loop. `body` loops itself and returns only to be called again."""
+    while not stop.is_set():
+        try:
+            with connect_with_retry(url, autocommit=True, application_name=name) as conn:
+                body(conn)
+        except psycopg.OperationalError as exc:
+            log.error("%s: lost the database (%s); reconnecting", name, exc)
+            stop.wait(1)
+        except Exception:
+            log.exception("%s failed; starting again in a moment", name)
+            stop.wait(pause_after_error_s)
 
 
 @contextmanager
