@@ -24,6 +24,7 @@ from api import queries
 
 SESSION_LIFETIME = timedelta(hours=12)
 LOGIN_WINDOW = "5 minutes"
+LOGIN_WINDOW_S = 5 * 60  # the same, for the Retry-After header
 # Failed logins allowed within the window. Per account and address (guessing one password from one
 # place): an attacker elsewhere uses up only their own address's tries, never the doctor's.
 LOGIN_MAX_FAILURES = 5
@@ -57,10 +58,13 @@ _hasher = PasswordHasher()  # argon2id with the library's current recommended pa
 
 
 class AccessError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # For a 429: when trying again can succeed (the Retry-After header), so that apps and
+        # platforms back off instead of hammering the limit and extending it.
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,11 @@ def reserve_attempt(conn: psycopg.Connection, *, username: str, address: str) ->
         conn.execute(queries.LOCK_LOGIN_ACCOUNT, (username,))
         row = conn.execute(queries.RESERVE_LOGIN_ATTEMPT, limits).fetchone()
     if row is None:
-        raise AccessError(429, "too many failed logins from this address; wait five minutes")
+        raise AccessError(
+            429,
+            "too many failed logins from this address; wait five minutes",
+            retry_after_s=LOGIN_WINDOW_S,
+        )
     # Rows older than the window count for nothing; the audit log keeps the history.
     conn.execute(queries.PRUNE_FAILURES, {"window": LOGIN_WINDOW})
     attempt: int = row[0]

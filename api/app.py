@@ -83,7 +83,9 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
 
     @app.exception_handler(AccessError)
     def access_error(_request: Request, exc: AccessError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(exc.retry_after_s)
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(psycopg.errors.DataError)

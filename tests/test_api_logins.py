@@ -46,6 +46,9 @@ def test_an_attacker_elsewhere_cannot_lock_the_doctor_out(client, world, conn): 
     tries = [_login(attacker, username, "guess") for _ in range(8)]
     assert tries == [401] * PER_ADDRESS_AND_ACCOUNT + [429] * 3
     assert _login(attacker, username, password) == 429, "the attacker's address stays blocked"
+    # Apps and platforms are told when to try again (the window), instead of hammering the limit.
+    blocked = attacker.post(LOGIN, json={"username": username, "password": password})
+    assert blocked.headers.get("retry-after") == "300", blocked.headers
     # The doctor, from the clinic, is not: a typo is a 401, the right password gets in.
     assert _login(doctor, username, "typo") == 401
     assert _login(doctor, username, password) == 200
@@ -58,8 +61,9 @@ def test_an_attacker_elsewhere_cannot_lock_the_doctor_out(client, world, conn): 
     )
     form = {"grant_type": "client_credentials", "client_id": platform, "client_secret": "guess"}
     token = "/api/v1/auth/token"
-    refused = [attacker.post(token, data=form).status_code for _ in range(6)]
-    assert refused == [401] * 5 + [429]
+    answers = [attacker.post(token, data=form) for _ in range(6)]
+    assert [a.status_code for a in answers] == [401] * 5 + [429]
+    assert answers[-1].headers.get("retry-after") == "300"
     granted = doctor.post(token, data={**form, "client_secret": world["own_key"]})
     assert granted.status_code == 200, granted.text
 
