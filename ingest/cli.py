@@ -88,7 +88,11 @@ def ingest(
         from ingest.consumer import exit_process
 
         # Lost (database restart): exit before another replica with this slot fights us for it.
-        claim.watch(lambda: exit_process("ingest slot"), ingest_cfg.slot_check_interval_s)
+        claim.watch(
+            lambda: exit_process("ingest slot"),
+            ingest_cfg.slot_check_interval_s,
+            ingest_cfg.slot_check_deadline_s,
+        )
     ingestor = Ingestor(cfg, ingest_cfg, role)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,6 +19,8 @@ class IngestSettings(BaseSettings):
     instance: str | None = None
     # How often a claimed slot checks that its database lock still holds (lost: exit status 70).
     slot_check_interval_s: float = Field(default=5, gt=0)
+    # A check unanswered this long (silent network partition) counts as a lost lock, too.
+    slot_check_deadline_s: float = Field(default=10, gt=0)
     # Every ingestor in the group shares the load ($share/<group>/...).
     share_group: str = "eldercare-ingest"
     # A batch is written when it holds this many messages or its oldest message is this old.

@@ -8,7 +8,9 @@ replica takes the slot (and the session, with its queued messages) its predecess
 The lock lives only as long as its connection: after a database restart (or a terminated backend)
 another replica can claim the same slot, and two processes with one client id take the broker
 session from each other in turn. So the holder checks its lock (`watch`) and, once it is lost,
-the process exits for a supervised restart, which claims a slot afresh.
+the process exits for a supervised restart, which claims a slot afresh. A check that gets no
+answer in time (a silent network partition leaves the query waiting for hours) counts as lost too:
+a restart is cheap (the broker keeps the session), two holders of one session are not.
 """
 
 from __future__ import annotations
@@ -48,19 +50,45 @@ class SlotClaim:
             return False
         return bool(row and row[0])
 
-    def watch(self, on_lost: Callable[[], None], interval_s: float = 5.0) -> None:
-        """Check the lock every `interval_s` on a daemon thread; call `on_lost` once it is gone."""
+    def holds_lock_within(self, deadline_s: float) -> bool | None:
+        """`holds_lock`, or None when the database does not answer within `deadline_s`. The
+        check runs on its own daemon thread, left behind if it hangs (the process then exits)."""
+        answer: list[bool] = []
+        done = threading.Event()
+
+        def ask() -> None:
+            answer.append(self.holds_lock())
+            done.set()
+
+        threading.Thread(target=ask, name="slot-check", daemon=True).start()
+        return answer[0] if done.wait(deadline_s) else None
+
+    def watch(
+        self, on_lost: Callable[[], None], interval_s: float = 5.0, deadline_s: float = 10.0
+    ) -> None:
+        """Check the lock every `interval_s` on a daemon thread; call `on_lost` once it is gone
+        or a check has had no answer for `deadline_s`."""
 
         def check() -> None:
             while not self._stop.wait(interval_s):
-                if not self.holds_lock():
+                held = self.holds_lock_within(deadline_s)
+                if held:
+                    continue
+                if held is None:
+                    log.critical(
+                        "ingest slot %s: the database did not answer the lock check within "
+                        "%.0f s; treating the slot as lost",
+                        self.instance,
+                        deadline_s,
+                    )
+                else:
                     log.critical(
                         "ingest slot %s: its database lock was lost (database restarted or "
                         "connection ended); another replica may claim the slot",
                         self.instance,
                     )
-                    on_lost()
-                    return
+                on_lost()
+                return
 
         threading.Thread(target=check, name="slot-watch", daemon=True).start()
 

@@ -3,9 +3,6 @@ memory (the broker holds the rest) and, once the database is back, stores every 
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import uuid
 
@@ -16,64 +13,7 @@ from eldercare.mqtt import connect_blocking, new_client
 from eldercare.settings import Settings
 from ingest.consumer import Ingestor, TelemetryConsumer
 from ingest.settings import IngestSettings
-from tests.support import now_ms, wait_for
-
-
-class TcpProxy:
-    """Forwards to the database; `down()` cuts every connection and refuses new ones (an outage
-    of the test's own making: the system PostgreSQL is not touched)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.is_down = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.is_down:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def down(self) -> None:
-        self.is_down = True
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def up(self) -> None:
-        self.is_down = False
-
-    def close(self) -> None:
-        self.down()
-        self.listener.close()
-
+from tests.support import TcpProxy, now_ms, wait_for
 
 BOUND = 100
 QOS1, QOS0 = 800, 400  # far more than the bound

@@ -6,9 +6,11 @@ import subprocess
 import threading
 from subprocess import STDOUT
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from ingest.slots import LOCK_CLASS, ROLE_OFFSET, claim_slot
 from store import db
-from tests.support import ELDERCARE, ROOT, wait_for
+from tests.support import ELDERCARE, ROOT, TcpProxy, wait_for
 
 
 def test_slots_are_claimed_lowest_first_and_reused_after_release(database_url):
@@ -73,3 +75,21 @@ def _slot_holder(database_url, client_pid):
             (LOCK_CLASS + ROLE_OFFSET["events"],),
         ).fetchall()
     return rows[0][0] if len(rows) == 1 else None
+
+
+def test_a_database_that_stops_answering_counts_as_a_lost_slot_lock(database_url):
+    """A silent partition (no reset, no answer) would leave the check waiting for hours while
+    another replica, after the server dropped our backend, claims the slot: fails on main."""
+    params = conninfo_to_dict(database_url)
+    proxy = TcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+    via_proxy = make_conninfo("", **{**params, "host": "127.0.0.1", "port": proxy.port})
+    claim = claim_slot(via_proxy)
+    lost = threading.Event()
+    try:
+        claim.watch(lost.set, interval_s=0.2, deadline_s=1)
+        assert not lost.wait(1), "the database answers: nothing to report"
+        proxy.freeze()
+        assert lost.wait(10), "an unanswered lock check was not noticed"
+    finally:
+        proxy.close()  # ends the hung check, so that release does not wait for it
+        claim.release()
