@@ -1,6 +1,8 @@
 """The one thin wrapper around paho-mqtt (v2 callback API, MQTT v5) that every process uses.
 
-Callbacks only decode and hand over; batching and database work happen on other threads. paho's own
+Callbacks only decode and hand over; batching and database work happen on other threads. A hand-over
+may block on purpose: ingest's bounded inbox stops paho's network thread when full, so the socket is
+no longer read and the broker holds (and limits) the backlog instead of our memory. paho's own
 network thread reconnects with backoff; `Connection` re-subscribes on every (re)connect and counts
 connection generations so that acknowledgements never cross into a newer session.
 """

@@ -1,8 +1,10 @@
 """The ingest process: MQTT subscriptions in, committed rows out, acknowledgements after commit.
 
-Two independent broker sessions per process, so that an SOS never waits behind telemetry:
+Independent broker sessions per process, so that an SOS never waits behind telemetry or status:
 - telemetry: `$share/<group>/eldercare/v1/devices/+/telemetry`, batched by a writer thread;
-- events and status: `$share/<group>-events/...`, each message stored and acknowledged on its own.
+- events: `$share/<group>-events/...`, each message stored and acknowledged on its own;
+- status: `$share/<group>-status/...`, the same, so that a device flooding status fills only this
+  session's queue.
 
 A writer thread that meets an error it does not know ends the whole process (exit status 70), so
 that the supervisor (`eldercare run`, compose's restart policy) starts a fresh one: a process whose
