@@ -212,7 +212,10 @@ class Connection:
     """A long-lived subscriber: persistent session, QoS 1, re-subscribes after every reconnect.
 
     `on_message(topic, payload, mid, generation)` runs on paho's network thread; it must only hand
-    over (it must not block or touch the database). QoS 0 messages come with mid 0.
+    over, never touch the database. It may block only to push back (a full bounded inbox): the
+    socket is then not read and keepalives wait too: in a long outage the broker may end the
+    connection, and redelivers what was not acknowledged to the persistent session. QoS 0
+    messages come with mid 0.
     `ack(mid, generation)` may be called from any thread; acks of an older generation are dropped,
     because the broker redelivers those messages on the new session anyway.
     """
