@@ -1,5 +1,5 @@
 """`eldercare care …`: institutions, doctors, contracts, agreements, policies, thresholds, webhooks,
-air or oxygen, doctors' app logins."""
+air or oxygen, doctors' app logins (and a reference app to check one)."""
 
 from __future__ import annotations
 
@@ -293,3 +293,56 @@ def app_login(
     typer.echo(f"app login for doctor {doctor_id}. MQTT username: {login.username}")
     typer.echo(f"MQTT password (shown only now, enter it in the app): {login.password}")
     typer.echo(f"subscribe to {out['alerts_topic']}; acknowledge on {out['acks_topic']}")
+
+
+@care_app.command("app-listen")
+def app_listen(
+    doctor_id: Annotated[int, typer.Argument(help="Doctor (or duty desk) id.")],
+    json: Annotated[
+        bool, typer.Option("--json", help="Print each notification as one JSON line.")
+    ] = False,
+) -> None:
+    """Act as the doctor's app: log in with its broker login, print every notification and
+    acknowledge it (which makes it delivered). Checks an app login end to end; Ctrl-C stops.
+
+    The password is read from ELDERCARE_APP_PASSWORD, or asked for (never a command-line
+    argument: other users of the machine could read it in the process list).
+    """
+    import os
+    import signal
+    import threading
+
+    from alerts.app_client import AppLoginRefused, DoctorAppClient
+    from devices.service import doctor_login_name
+
+    password = os.environ.get("ELDERCARE_APP_PASSWORD") or typer.prompt(
+        f"MQTT password of {doctor_login_name(doctor_id)}", hide_input=True
+    )
+
+    def show(body: dict[str, Any]) -> None:
+        if json:
+            typer.echo(jsonlib.dumps(body, ensure_ascii=False), nl=True)
+            return
+        alert = body.get("alert") or {}
+        resident = (alert.get("resident") or {}).get("name") or alert.get("device_id") or "?"
+        typer.echo(
+            f"#{body.get('notification_id')} {body.get('kind')} {alert.get('severity')} "
+            f"alert {alert.get('id')} · {resident} · {alert.get('title')}"
+        )
+
+    try:
+        client = DoctorAppClient(
+            context.settings().mqtt,
+            doctor_id=doctor_id,
+            username=doctor_login_name(doctor_id),
+            password=password,
+            on_notification=show,
+        )
+    except (AppLoginRefused, RuntimeError) as exc:
+        fail(str(exc))
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    typer.echo(f"listening as doctor {doctor_id}'s app; acknowledging each notification", err=True)
+    done.wait()
+    client.close()

@@ -3,6 +3,7 @@ a notification counted as delivered only when the app acknowledges it (docs/aler
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from devices import service as devices
 from eldercare.mqtt import accepts_login, connect_blocking, new_client
 from store import db
 from tests.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.support import DoctorApp, Subscriber, cli, cli_json, wait_for
+from tests.support import ELDERCARE, DoctorApp, Subscriber, cli, cli_json, wait_for
 
 
 @pytest.fixture()
@@ -335,3 +336,51 @@ def test_alerts_show_says_why_a_notification_to_the_app_is_not_delivered(
         if n["channel"] == "mqtt" and n["recipient_id"] == str(circle["a"])
     ]
     assert app["state"] == "failed" and "no app login" in app["last_error"]
+
+
+def test_the_reference_app_prints_and_acknowledges_each_notification(
+    conn, circle, clock, engine, app_acks, app_login, env
+):
+    """`eldercare care app-listen` (the demo doctors' phones in `make run`): what it receives is
+    delivered; the password comes from the environment, never the command line."""
+    app_acks(clock)
+    _username, password = app_login(circle["a"])
+    listener = subprocess.Popen(
+        [ELDERCARE, "care", "app-listen", str(circle["a"]), "--json"],
+        env={**env, "ELDERCARE_APP_PASSWORD": password},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        alert = service.raise_finding(
+            conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
+        )
+
+        def delivered() -> bool:
+            # Published again after ACK_WAIT until acknowledged: the app may still be connecting.
+            outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
+            clock.advance(outbox.ACK_WAIT)
+            return bool(_app_row(conn, alert.id, circle["a"])[1] == "sent")
+
+        wait_for(delivered, 30, "delivered to the app and acknowledged by it")
+        body = orjson.loads(listener.stdout.readline() if listener.stdout else "")
+        assert body["alert"]["id"] == alert.id and body["kind"] == "raised"
+    finally:
+        listener.terminate()
+        _out, err = listener.communicate(timeout=10)
+    assert password not in err
+    assert listener.returncode == 0, err
+
+
+def test_the_reference_app_says_what_to_do_with_a_wrong_password(circle, app_login, env):
+    app_login(circle["a"])
+    refused = cli(
+        "care",
+        "app-listen",
+        str(circle["a"]),
+        env={**env, "ELDERCARE_APP_PASSWORD": "wrong"},
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert f"eldercare care app-login {circle['a']}" in refused.stderr
