@@ -21,8 +21,12 @@ from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from store.timescale import BUCKET_ORIGIN, ROLLUPS
+
+# How long `refresh` waits for a concurrent refresh of the same continuous aggregate (TimescaleDB).
+REFRESH_WAIT_S = 60
 
 
 @dataclass(frozen=True)
@@ -174,10 +178,20 @@ def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
         # caller wants all resolutions to agree, not only the two plain PostgreSQL materializes.
         for rollup in ROLLUPS:
             width = _interval(rollup.width)
-            conn.execute(
-                TIMESCALE_REFRESH,
-                (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width)),
-            )
+            # A policy job (or another caller) refreshing an overlapping window makes TimescaleDB
+            # refuse at once rather than wait: wait for it instead, as the plain layout's lock
+            # holder would have done the work anyway; give up (and raise) after a minute.
+            for attempt in Retrying(
+                retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+                wait=wait_exponential(multiplier=0.05, max=2),
+                stop=stop_after_delay(REFRESH_WAIT_S),
+                reraise=True,
+            ):
+                with attempt:
+                    conn.execute(
+                        TIMESCALE_REFRESH,
+                        (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width)),
+                    )
         return len(ROLLUPS)
     from ingest.metrics import METRICS
 
