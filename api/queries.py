@@ -64,32 +64,38 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 # An institution's administrators see what their people did, and what anyone did with their
-# residents (the residents of a list: only theirs are shown). Newest first; page with before_id.
+# residents. A resident they may not see is never named (a row of their doctor's refused look at
+# another institution's resident says only that something was refused); the resident filter
+# matches only the residents they may see. Newest first; page with before_id.
 _AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s::bigint[], false)"
 SELECT_AUDIT = f"""
-SELECT a.id, a.at, a.actor, a.action, a.resident_id,
-       CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
-            ELSE ARRAY(SELECT x FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")})
-       END AS resident_ids,
-       a.resource, a.address, a.outcome, a.detail
-FROM audit_log a
-WHERE (%(everyone)s
-       OR a.actor_institutions && %(institutions)s::bigint[]
-       OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
-       OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
-  AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
-       OR a.resident_ids @> ARRAY[%(resident_id)s::bigint])
-  AND (%(actor)s::text IS NULL OR a.actor = %(actor)s)
-  AND (%(action)s::text IS NULL OR a.action = %(action)s)
-  AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
-  AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
-  AND (%(until)s::timestamptz IS NULL OR a.at < %(until)s)
-  AND (%(before_id)s::bigint IS NULL OR a.id < %(before_id)s)
-ORDER BY a.id DESC LIMIT %(limit)s
+SELECT * FROM (
+    SELECT a.id, a.at, a.actor, a.action,
+           CASE WHEN %(everyone)s OR {_AUDIT_OURS.format(column="a.resident_id")}
+                THEN a.resident_id END AS resident_id,
+           CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
+                ELSE ARRAY(SELECT x FROM unnest(a.resident_ids) x
+                           WHERE {_AUDIT_OURS.format(column="x")})
+           END AS resident_ids,
+           a.resource, a.address, a.outcome, a.detail
+    FROM audit_log a
+    WHERE (%(everyone)s
+           OR a.actor_institutions && %(institutions)s::bigint[]
+           OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
+           OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
+      AND (%(actor)s::text IS NULL OR a.actor = %(actor)s)
+      AND (%(action)s::text IS NULL OR a.action = %(action)s)
+      AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
+      AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR a.at < %(until)s)
+      AND (%(before_id)s::bigint IS NULL OR a.id < %(before_id)s)
+      AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
+           OR a.resident_ids @> ARRAY[%(resident_id)s::bigint])
+) v
+WHERE %(resident_id)s::bigint IS NULL OR v.resident_id = %(resident_id)s
+   OR v.resident_ids @> ARRAY[%(resident_id)s::bigint]
+ORDER BY v.id DESC LIMIT %(limit)s
 """
-
-# The resident behind an alert, for the audit row of a refused look at it (not shown to the caller).
-ALERT_RESIDENT_ANY = "SELECT resident_id FROM alert WHERE id = %s"
 
 VISIBLE = "may_see_resident({column}, %(doctor_id)s, %(doctor_institution)s, %(institutions)s, %(everyone)s)"
 
@@ -187,6 +193,9 @@ SELECT r.id, r.name, r.archive_id, r.birth_date, r.gender, r.institution_id
 FROM resident r WHERE {_SEE_R}
 ORDER BY r.id LIMIT %(limit)s OFFSET %(offset)s
 """
+
+# Who holds an archive number, if the caller may see them (a 409 names only a visible holder).
+ARCHIVE_HOLDER = f"SELECT r.id FROM resident r WHERE r.archive_id = %(archive_id)s AND {_SEE_R}"
 
 GET_RESIDENT = f"""
 SELECT r.id, r.name, r.archive_id, r.birth_date, r.gender, r.address, r.institution_id, r.spo2_scale,
