@@ -101,6 +101,8 @@ class Principal:
             "doctor_institution": self.doctor_institution,
             "institutions": list(self.institutions),
             "everyone": self.role == "system_admin",
+            # Duty desks also see alerts without a resident that were sent to them (queries._SEE_A).
+            "desk": self.role == "duty_desk",
         }
 
 

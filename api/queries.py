@@ -251,17 +251,28 @@ CROSS JOIN LATERAL (
 ORDER BY m.metric
 """
 
-_SEE_A = VISIBLE.format(column="a.resident_id")
+# An alert of a resident: whoever may see the resident. An alert of a device bound to nobody (an
+# unbound SOS button) has no resident: system admins, and the duty desks that were notified of it
+# (a duty desk login of the desk's institution, or the desk itself), see it; nobody else does.
+NOTIFIED_DESKS = """
+SELECT d.id, d.institution_id FROM notification n
+JOIN doctor d ON n.recipient_id = d.id::text AND d.role = 'duty_desk'
+WHERE n.alert_id = a.id AND n.recipient_kind = 'doctor'
+"""
+_SEE_A = f"""(CASE WHEN a.resident_id IS NOT NULL THEN {VISIBLE.format(column="a.resident_id")}
+ELSE %(everyone)s OR (%(desk)s AND EXISTS (
+    SELECT 1 FROM ({NOTIFIED_DESKS}) x(id, institution_id)
+    WHERE x.institution_id = ANY(%(institutions)s::bigint[]) OR x.id = %(doctor_id)s)) END)"""
 
 # Critical first, then newest; `id` completes the sort key so keyset paging (the cursor: the last
 # row's rank, opened_at and id) neither skips nor repeats alerts opened at the same moment.
 LIST_ALERTS = f"""
-SELECT a.id, a.resident_id, r.name AS resident_name, a.rule, a.severity, a.state, a.title, a.opened_at,
-       a.last_seen_at, a.occurrences, a.acknowledged_by, actor_name(a.acknowledged_by) AS acknowledged_by_name,
-       a.acknowledged_at, s.rank
-FROM alert a JOIN resident r ON r.id = a.resident_id
+SELECT a.id, a.resident_id, r.name AS resident_name, a.device_id, a.rule, a.severity, a.state, a.title,
+       a.opened_at, a.last_seen_at, a.occurrences, a.acknowledged_by,
+       actor_name(a.acknowledged_by) AS acknowledged_by_name, a.acknowledged_at, s.rank
+FROM alert a LEFT JOIN resident r ON r.id = a.resident_id
 CROSS JOIN LATERAL (SELECT CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END AS rank) s
-WHERE a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE {_SEE_A}
   AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
   AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
   AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s)
@@ -274,14 +285,21 @@ LIMIT %(limit)s
 """
 
 ALERT_RESIDENT = f"""
-SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND {_SEE_A}
 """
 
+# The stream's columns (api/hub.py: alert_event); for an alert without a resident, the duty desks
+# notified of it, as (desk ids, their institutions): the stream shows it to those desks only.
+_STREAM_COLUMNS = f"""
+t.id, t.alert_id, a.resident_id, a.device_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
+actor_name(t.actor),
+CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.id FROM ({NOTIFIED_DESKS}) x(id, i)) END,
+CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.i FROM ({NOTIFIED_DESKS}) x(id, i)) END
+"""
 STREAM_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
-       actor_name(t.actor)
+SELECT {_STREAM_COLUMNS}
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
-WHERE t.id > %(after)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE t.id > %(after)s AND {_SEE_A}
 ORDER BY t.id LIMIT 500
 """
 
@@ -318,7 +336,7 @@ SELECT count(*) FILTER (WHERE age < INTERVAL '5 minutes'),
        count(*) FILTER (WHERE age >= INTERVAL '30 minutes' AND age < INTERVAL '2 hours'),
        count(*) FILTER (WHERE age >= INTERVAL '2 hours')
 FROM alert a, LATERAL (SELECT now() - a.opened_at AS age) x
-WHERE a.state = 'open' AND a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE a.state = 'open' AND {_SEE_A}
 """
 
 THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
@@ -338,10 +356,9 @@ FROM alert WHERE id = %s
 # one still arrives), whoever may see them; each stream keeps its caller's.
 LIVE_TRANSITIONS_PAGE = 1000
 LIVE_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
-       actor_name(t.actor)
+SELECT {_STREAM_COLUMNS}
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
-WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[]) AND a.resident_id IS NOT NULL
+WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[])
 ORDER BY t.id LIMIT {LIVE_TRANSITIONS_PAGE}
 """
 

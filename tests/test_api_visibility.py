@@ -1,14 +1,23 @@
-"""What the API shows across tenants: refusals in the audit log name only what was asked for, and
-a duplicate archive number is confirmed only to someone who may see its holder."""
+"""Who sees what: an SOS from a button bound to nobody reaches the system admins and the duty desk
+that was notified (API, live stream), nobody else; refusals in the audit log name only what was
+asked for; a duplicate archive number is confirmed only to someone who may see its holder."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import httpx
+import psycopg
+import pytest
+
+from alerts import service
+from alerts.models import Finding
+from api import access
 from devices import service as devices
 from tests.test_api import _token, client, world  # noqa: F401 - fixtures
-from tests.test_api_access import API, scene  # noqa: F401 - fixture
+from tests.test_api_access import API, _bearer, scene  # noqa: F401 - fixture
+from tests.test_api_stream import FAST, _login, _parse, _ticket, live_server, readers  # noqa: F401
 
 
 def _archive_number() -> str:
@@ -64,3 +73,135 @@ def test_a_taken_archive_number_is_named_only_to_who_may_see_its_holder(client, 
         f"{API}/residents", json={"name": "y", "archive_id": number}, headers=ia_other
     )
     assert seen.status_code == 409 and f"belongs to resident {holder.id}" in seen.json()["detail"]
+
+
+@pytest.fixture()
+def unbound_sos(scene, conn):  # noqa: F811
+    """An SOS from a button bound to nobody (notified to the default duty desk), and a login of
+    that desk; the scene's own duty desk (of the health centre) was not notified."""
+    device_id = f"sos-nobody-{scene['tag']}"
+    devices.add_device(conn, device_id=device_id, kind="sos_button")
+    alert = service.raise_finding(
+        conn,
+        resident_id=None,
+        now=datetime.now(UTC),
+        finding=Finding(
+            rule="sos", severity="critical", title="紧急呼叫 / SOS", device_id=device_id
+        ),
+    )
+    (desk_institution,) = conn.execute(
+        "SELECT DISTINCT d.institution_id FROM notification n "
+        "JOIN doctor d ON n.recipient_id = d.id::text WHERE n.alert_id = %s "
+        "AND n.recipient_kind = 'doctor' AND d.role = 'duty_desk'",
+        (alert.id,),
+    ).fetchone()
+    username = f"default-desk-{scene['tag']}"
+    access.add_user(
+        conn,
+        username=username,
+        password=f"pw-{scene['tag']}-dd",
+        role="duty_desk",
+        institution_id=desk_institution,
+    )
+    users = {**scene["users"], "default_desk": (username, f"pw-{scene['tag']}-dd")}
+    return {**scene, "users": users, "sos": alert.id, "sos_device": device_id}
+
+
+def test_an_unbound_button_s_sos_is_seen_and_acked_by_the_desk_told_and_system_admins(
+    client,  # noqa: F811
+    unbound_sos,
+    conn,
+):
+    world_ = unbound_sos
+    sos, device_id = world_["sos"], world_["sos_device"]
+    for who in ("default_desk", "admin"):
+        headers = _token(client, world_, who)
+        queue = client.get(f"{API}/alerts", headers=headers)
+        assert queue.status_code == 200, queue.text
+        row = next((a for a in queue.json() if a["id"] == sos), None)
+        assert row is not None, f"{who} does not see the unbound SOS"
+        assert row["resident_id"] is None and row["device_id"] == device_id
+        assert row["severity"] == "critical" and row["state"] == "open"
+        got = client.get(f"{API}/alerts/{sos}", headers=headers)
+        assert got.status_code == 200 and got.json()["timeline"][0]["action"] == "raised"
+    # Nobody else: another institution's duty desk, doctors, admins of an institution, platforms.
+    for headers in (
+        *(_token(client, world_, who) for who in ("desk", "a", "ia", "ia_other")),
+        _bearer(world_["own_key"]),
+    ):
+        assert sos not in {a["id"] for a in client.get(f"{API}/alerts", headers=headers).json()}
+        assert client.get(f"{API}/alerts/{sos}", headers=headers).status_code == 404
+    desk = _token(client, world_, "default_desk")
+    refused = client.post(
+        f"{API}/alerts/{sos}/ack", json={}, headers=_token(client, world_, "desk")
+    )
+    assert refused.status_code == 404
+    # The desk acknowledges it through the API: reminders and escalation stop.
+    acked = client.post(f"{API}/alerts/{sos}/ack", json={"note": "calling"}, headers=desk)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["state"] == "acknowledged" and acked.json()["device_id"] == device_id
+    before = conn.execute(
+        "SELECT count(*) FROM notification WHERE alert_id = %s", (sos,)
+    ).fetchone()
+    service.run_due(conn, datetime.now(UTC) + timedelta(hours=3))
+    reminders = conn.execute(
+        "SELECT count(*) FROM notification WHERE alert_id = %s AND kind IN ('reminder', 'escalation')",
+        (sos,),
+    ).fetchone()
+    assert reminders == (0,)
+    assert (
+        conn.execute("SELECT count(*) FROM notification WHERE alert_id = %s", (sos,)).fetchone()
+        == before
+    )
+    resolved = client.post(
+        f"{API}/alerts/{sos}/resolve", json={"note": "a test press"}, headers=desk
+    )
+    assert resolved.status_code == 200 and resolved.json()["state"] == "resolved"
+    audited = conn.execute(
+        "SELECT action, resident_id FROM audit_log WHERE action LIKE 'alert.%%' "
+        "AND resource LIKE %s ORDER BY id",
+        (f"%/alerts/{sos}/%",),
+    ).fetchall()
+    assert audited == [("alert.acknowledge", None), ("alert.resolve", None)]
+
+
+def test_the_live_stream_shows_an_unbound_sos_to_the_desk_told_only(
+    live_server,  # noqa: F811
+    readers,  # noqa: F811
+    unbound_sos,
+    database_url,
+):
+    world_ = unbound_sos
+    base = live_server(FAST)
+    url = f"{base}/api/v1/stream"
+    told, other_desk, admin = (
+        readers(url, params={"ticket": _ticket(base, _login(base, world_, who))})
+        for who in ("default_desk", "desk", "admin")
+    )
+    for reader in (told, other_desk, admin):
+        reader.wait(lambda r: r.of("ready"), what="ready")
+    with psycopg.connect(database_url, autocommit=True) as other:
+        service.comment(other, world_["sos"], actor="system", now=datetime.now(UTC), note="n")
+
+    def got(reader) -> bool:
+        return any(e["data"]["alert_id"] == world_["sos"] for e in reader.of("alert"))
+
+    for reader in (told, admin):
+        reader.wait(got, what="the unbound SOS's comment")
+    event = next(e for e in told.of("alert") if e["data"]["alert_id"] == world_["sos"])
+    assert event["data"]["resident_id"] is None
+    assert event["data"]["device_id"] == world_["sos_device"]
+    beats = other_desk.heartbeats
+    other_desk.wait(lambda r: r.heartbeats > beats, what="the other desk's next heartbeat")
+    assert not got(other_desk)
+    # Catching up from the database (a reconnect) shows it to the desk told, not to the other.
+    start = told.of("ready")[0]["id"]
+    for who, expected in (("default_desk", True), ("desk", False)):
+        replay = httpx.get(
+            url,
+            params={"once": "true"},
+            headers={**_login(base, world_, who), "Last-Event-ID": str(start)},
+        ).text
+        events = [_parse(b) for b in replay.split("\n\n")]
+        ids = [e["data"] for e in events if e and e["event"] == "alert"]
+        assert any(f'"alert_id":{world_["sos"]}' in d for d in ids) is expected, who

@@ -23,8 +23,12 @@ NOT_FOUND = "no such alert (or not one of your residents')"
 
 class AlertSummary(BaseModel):
     id: int
-    resident_id: int
+    resident_id: int | None = Field(
+        description="null: an event from a device bound to nobody (see device_id); shown to "
+        "system admins and the duty desks notified of it"
+    )
     resident_name: str | None = None
+    device_id: str | None = Field(default=None, description="the device that raised it, if one did")
     rule: str
     severity: str
     state: str
@@ -150,7 +154,7 @@ def list_alerts(
         request.url.path,
         address=client_address(request),
         resident_id=resident_id,
-        resident_ids=[r["resident_id"] for r in rows],
+        resident_ids=[r["resident_id"] for r in rows if r["resident_id"] is not None],
         detail={"count": len(rows)},
     )
     return rows
@@ -163,13 +167,14 @@ def _position(token: str | None) -> dict[str, Any]:
     return {"c_rank": key.rank, "c_opened": key.opened_at, "c_id": key.id}
 
 
-def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int:
+def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int | None:
+    """The alert's resident (None: a device bound to nobody), or 404 when the caller may not see it."""
     row = conn.execute(
         queries.ALERT_RESIDENT, {**caller.visibility(), "alert_id": alert_id}
     ).fetchone()
     if row is None:
         raise HTTPException(404, NOT_FOUND)
-    resident_id: int = row[0]
+    resident_id: int | None = row[0]
     return resident_id
 
 
@@ -208,7 +213,9 @@ def _act(
     resident_id = _resident_of(conn, caller, alert_id)
     if not caller.can_write:
         refusal = "this credential may read but not act on alerts"
-    elif caller.role == "institution_admin" and not guards.owns_resident(conn, caller, resident_id):
+    elif caller.role == "institution_admin" and (
+        resident_id is None or not guards.owns_resident(conn, caller, resident_id)
+    ):
         refusal = guards.NOT_OWNER  # seeing another institution's resident is not handling it
     if refusal:
         audit(
