@@ -66,11 +66,12 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 # An institution's administrators see what their people did, and what anyone did with their
 # residents. A resident they may not see is never named (a row of their doctor's refused look at
 # another institution's resident says only that something was refused); the resident filter
-# matches only the residents they may see. Newest first; page with before_id.
+# matches only the residents they may see. Actors as opaque ids with their display names (the
+# username stays in the table). Newest first; page with before_id.
 _AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s::bigint[], false)"
 SELECT_AUDIT = f"""
 SELECT * FROM (
-    SELECT a.id, a.at, a.actor, a.action,
+    SELECT a.id, a.at, actor_ref(a.actor) AS actor, actor_name(a.actor) AS actor_name, a.action,
            CASE WHEN %(everyone)s OR {_AUDIT_OURS.format(column="a.resident_id")}
                 THEN a.resident_id END AS resident_id,
            CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
@@ -83,7 +84,7 @@ SELECT * FROM (
            OR a.actor_institutions && %(institutions)s::bigint[]
            OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
            OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
-      AND (%(actor)s::text IS NULL OR a.actor = %(actor)s)
+      AND (%(actor)s::text IS NULL OR actor_ref(a.actor) = actor_ref(%(actor)s))
       AND (%(action)s::text IS NULL OR a.action = %(action)s)
       AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
       AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
@@ -100,8 +101,8 @@ ORDER BY v.id DESC LIMIT %(limit)s
 VISIBLE = "may_see_resident({column}, %(doctor_id)s, %(doctor_institution)s, %(institutions)s, %(everyone)s)"
 
 INSERT_USER = """
-INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id)
-VALUES (%s, %s, %s, %s, %s) RETURNING id
+INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id, display_name)
+VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
 """
 INSERT_PLATFORM = "INSERT INTO platform_client (name, institution_ids) VALUES (%s, %s) RETURNING id"
 
@@ -268,8 +269,8 @@ ELSE %(everyone)s OR (%(desk)s AND EXISTS (
 # row's rank, opened_at and id) neither skips nor repeats alerts opened at the same moment.
 LIST_ALERTS = f"""
 SELECT a.id, a.resident_id, r.name AS resident_name, a.device_id, a.rule, a.severity, a.state, a.title,
-       a.opened_at, a.last_seen_at, a.occurrences, a.acknowledged_by,
-       actor_name(a.acknowledged_by) AS acknowledged_by_name, a.acknowledged_at, s.rank
+       a.opened_at, a.last_seen_at, a.occurrences, actor_ref(a.acknowledged_by) AS acknowledged_by,
+       actor_shown(a.acknowledged_by, %(people)s) AS acknowledged_by_name, a.acknowledged_at, s.rank
 FROM alert a LEFT JOIN resident r ON r.id = a.resident_id
 CROSS JOIN LATERAL (SELECT CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END AS rank) s
 WHERE {_SEE_A}
@@ -291,8 +292,8 @@ SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND {_SEE_A}
 # The stream's columns (api/hub.py: alert_event); for an alert without a resident, the duty desks
 # notified of it, as (desk ids, their institutions): the stream shows it to those desks only.
 _STREAM_COLUMNS = f"""
-t.id, t.alert_id, a.resident_id, a.device_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
-actor_name(t.actor),
+t.id, t.alert_id, a.resident_id, a.device_id, a.rule, t.action, t.to_state, t.severity, t.at,
+actor_ref(t.actor), actor_name(t.actor),
 CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.id FROM ({NOTIFIED_DESKS}) x(id, i)) END,
 CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.i FROM ({NOTIFIED_DESKS}) x(id, i)) END
 """
@@ -341,14 +342,18 @@ WHERE a.state = 'open' AND {_SEE_A}
 
 THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
 
-# The alert page's timeline and handlers, with people's names (migration 0008: actor_name).
+# The alert page's timeline and handlers: who, as an opaque id (never a username), and by name for
+# people (migration 0015: actor_ref, actor_shown).
 ALERT_TIMELINE = """
-SELECT at, actor, actor_name(actor) AS actor_name, action, from_state, to_state, severity, note
-FROM alert_transition WHERE alert_id = %s ORDER BY id
+SELECT at, actor_ref(actor) AS actor, actor_shown(actor, %(people)s) AS actor_name, action,
+       from_state, to_state, severity, note
+FROM alert_transition WHERE alert_id = %(alert_id)s ORDER BY id
 """
 ALERT_HANDLERS = """
-SELECT actor_name(acknowledged_by) AS acknowledged_by_name, actor_name(resolved_by) AS resolved_by_name
-FROM alert WHERE id = %s
+SELECT actor_ref(acknowledged_by) AS acknowledged_by,
+       actor_shown(acknowledged_by, %(people)s) AS acknowledged_by_name,
+       actor_ref(resolved_by) AS resolved_by, actor_shown(resolved_by, %(people)s) AS resolved_by_name
+FROM alert WHERE id = %(alert_id)s
 """
 
 # The live stream's shared listener (api/hub.py) reads each new transition once for every open

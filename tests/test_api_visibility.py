@@ -205,3 +205,102 @@ def test_the_live_stream_shows_an_unbound_sos_to_the_desk_told_only(
         events = [_parse(b) for b in replay.split("\n\n")]
         ids = [e["data"] for e in events if e and e["event"] == "alert"]
         assert any(f'"alert_id":{world_["sos"]}' in d for d in ids) is expected, who
+
+
+def test_usernames_never_leave_the_server(client, scene, conn, database_url):  # noqa: F811
+    """People see who acted by name, platforms by an opaque id; no response, stream event or
+    notification payload carries a username."""
+    alert_id = scene["alert"]
+    usernames = [u for u, _ in scene["users"].values()]
+    a = _token(client, scene, "a")
+    (user_a,) = conn.execute(
+        "SELECT id FROM app_user WHERE username = %s", (scene["users"]["a"][0],)
+    ).fetchone()
+    # A login with neither a doctor nor a display name is shown as its id.
+    tag = scene["tag"]
+    access.add_user(
+        conn,
+        username=f"plain-{tag}",
+        password=f"pw-{tag}-plain",
+        role="institution_admin",
+        institution_id=scene["centre"],
+    )
+    plain = client.post(
+        f"{API}/auth/login", json={"username": f"plain-{tag}", "password": f"pw-{tag}-plain"}
+    ).json()
+    plain_headers = _bearer(plain["token"])
+    (plain_id,) = conn.execute(
+        "SELECT id FROM app_user WHERE username = %s", (f"plain-{tag}",)
+    ).fetchone()
+    usernames.append(f"plain-{tag}")
+    start = datetime.now(UTC)
+    acked = client.post(f"{API}/alerts/{alert_id}/ack", json={"note": "on it"}, headers=a)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["acknowledged_by"] == f"user:{user_a}"
+    assert acked.json()["acknowledged_by_name"] == "张医生"
+    commented = client.post(
+        f"{API}/alerts/{alert_id}/comment", json={"note": "家属已到"}, headers=plain_headers
+    )
+    assert commented.status_code == 200, commented.text
+    seen = {
+        "list": client.get(f"{API}/alerts", headers=a).text,
+        "alert": client.get(f"{API}/alerts/{alert_id}", headers=a).text,
+        "platform list": client.get(f"{API}/alerts", headers=_bearer(scene["own_key"])).text,
+        "platform alert": client.get(
+            f"{API}/alerts/{alert_id}", headers=_bearer(scene["own_key"])
+        ).text,
+        "stream": client.get(
+            f"{API}/stream",
+            params={"once": "true"},
+            headers={**a, "Last-Event-ID": "0"},
+        ).text,
+        "platform stream": client.get(
+            f"{API}/stream",
+            params={"once": "true"},
+            headers={**_bearer(scene["own_key"]), "Last-Event-ID": "0"},
+        ).text,
+        "audit": client.get(
+            f"{API}/audit", params={"since": start.isoformat()}, headers=plain_headers
+        ).text,
+    }
+    assert f'"actor":"user:{user_a}","actor_name":"张医生"' in seen["stream"]
+    assert f'"actor":"user:{user_a}","actor_name":"user:{user_a}"' in seen["platform stream"]
+    for where, text in seen.items():
+        for username in usernames:
+            assert username not in text, f"{username} in {where}"
+    detail = client.get(f"{API}/alerts/{alert_id}", headers=a).json()
+    assert [(t["actor"], t["actor_name"]) for t in detail["timeline"][-2:]] == [
+        (f"user:{user_a}", "张医生"),
+        (f"user:{plain_id}", f"user:{plain_id}"),
+    ]
+    platform = client.get(f"{API}/alerts/{alert_id}", headers=_bearer(scene["own_key"])).json()
+    assert platform["acknowledged_by"] == platform["acknowledged_by_name"] == f"user:{user_a}"
+    assert "张医生" not in str(platform["timeline"])
+    # Notifications: doctors' apps are told who by name.
+    payloads = [
+        r[0]
+        for r in conn.execute(
+            "SELECT payload FROM notification WHERE alert_id = %s AND kind = 'acknowledged'",
+            (alert_id,),
+        )
+    ]
+    assert payloads and all(p["by"] == "张医生" for p in payloads)
+    # Resolved while the condition holds: the new alert says whom it follows by opaque id (its
+    # detail goes to webhooks and platforms).
+    resolved = client.post(f"{API}/alerts/{alert_id}/resolve", json={"note": "ok"}, headers=a)
+    assert resolved.status_code == 200, resolved.text
+    again = service.raise_finding(
+        conn,
+        resident_id=scene["resident"],
+        now=datetime.now(UTC),
+        finding=Finding(rule="fever", severity="warning", title="发热 / Fever"),
+    )
+    assert again.id != alert_id
+    assert again.detail["follows"]["by"] == f"user:{user_a}"
+    everything = str(
+        conn.execute(
+            "SELECT array_agg(payload::text) FROM notification WHERE alert_id = %s", (again.id,)
+        ).fetchone()[0]
+    )
+    for username in usernames:
+        assert username not in everything

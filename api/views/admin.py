@@ -590,7 +590,7 @@ def set_threshold(
             metric=metric,
             low=body.low,
             high=body.high,
-            set_by=caller.actor,
+            set_by=caller.ref,
         )
     except ThresholdError as exc:
         # An attempt to move a limit out of reach is worth knowing about, too.

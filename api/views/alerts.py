@@ -183,9 +183,10 @@ def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) ->
     """One alert with its timeline."""
     resident_id = _resident_of(conn, caller, alert_id)
     alert = asdict(service.get_alert(conn, alert_id))
+    params = {"alert_id": alert_id, "people": caller.kind == "user"}
     with conn.cursor(row_factory=dict_row) as cur:
-        alert.update(cur.execute(queries.ALERT_HANDLERS, (alert_id,)).fetchone() or {})
-        alert["timeline"] = cur.execute(queries.ALERT_TIMELINE, (alert_id,)).fetchall()
+        alert.update(cur.execute(queries.ALERT_HANDLERS, params).fetchone() or {})
+        alert["timeline"] = cur.execute(queries.ALERT_TIMELINE, params).fetchall()
     audit(
         conn,
         caller,
@@ -246,8 +247,10 @@ def _act(
 def _summary(conn: Conn, alert: Any) -> dict[str, Any]:
     fields = AlertSummary.model_fields
     out = {k: v for k, v in asdict(alert).items() if k in fields}
-    row = conn.execute(queries.ALERT_HANDLERS, (alert.id,)).fetchone()
-    out["acknowledged_by_name"] = row[0] if row else None
+    with conn.cursor(row_factory=dict_row) as cur:
+        # Only people act on alerts (platforms may not write), so names are shown.
+        row = cur.execute(queries.ALERT_HANDLERS, {"alert_id": alert.id, "people": True}).fetchone()
+    out.update({k: v for k, v in (row or {}).items() if k in fields})
     return out
 
 
@@ -258,7 +261,7 @@ def acknowledge(
     alert_id: IdPath, body: Note, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """I am handling it: reminders stop; an SOS device hears that help is coming."""
-    return _act(conn, caller, request, alert_id, "acknowledge", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "acknowledge", actor=caller.ref, note=body.note)
 
 
 @router.post(
@@ -298,7 +301,7 @@ def resolve(
     alert_id: IdPath, body: ResolveBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Close the alert, saying what was done."""
-    return _act(conn, caller, request, alert_id, "resolve", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "resolve", actor=caller.ref, note=body.note)
 
 
 @router.post(
@@ -310,4 +313,4 @@ def comment(
     alert_id: IdPath, body: CommentBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Add a note to the alert's timeline (what was tried, who was called); the state stays."""
-    return _act(conn, caller, request, alert_id, "comment", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "comment", actor=caller.ref, note=body.note)

@@ -154,8 +154,11 @@ def _open(
         return _Stream(pool, caller, _visible_residents(conn, caller)), after
 
 
-def _alert(change: AlertChange) -> bytes:
-    return b"id: %d\nevent: alert\ndata: %s\n\n" % (change.id, orjson.dumps(change.data))
+def _alert(change: AlertChange, stream: _Stream) -> bytes:
+    data = change.data
+    if stream.caller.kind != "user":  # platforms see who acted as an opaque id, not by name
+        data = {**data, "actor_name": data["actor"]}
+    return b"id: %d\nevent: alert\ndata: %s\n\n" % (change.id, orjson.dumps(data))
 
 
 def _event(name: str, data: Any, event_id: int | None = None) -> bytes:
@@ -175,7 +178,7 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
             for change in changes:
                 if change.id not in sent:
                     sent.add(change.id)
-                    yield _alert(change)
+                    yield _alert(change, stream)
                 start = max(start, change.id)
             if len(changes) < 500:
                 return
@@ -218,7 +221,7 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
                 if len(sent) > SENT_MEMORY:
                     for old in sorted(sent)[: SENT_MEMORY // 2]:
                         sent.discard(old)
-                yield _alert(item)
+                yield _alert(item, stream)
     finally:
         hub.unsubscribe(subscription)
 
