@@ -15,6 +15,7 @@ from alerts import service
 from alerts.models import Finding
 from api import access
 from devices import service as devices
+from tests.support import cli, cli_json
 from tests.test_api import _token, client, world  # noqa: F401 - fixtures
 from tests.test_api_access import API, _bearer, scene  # noqa: F401 - fixture
 from tests.test_api_stream import FAST, _login, _parse, _ticket, live_server, readers  # noqa: F401
@@ -304,3 +305,35 @@ def test_usernames_never_leave_the_server(client, scene, conn, database_url):  #
     )
     for username in usernames:
         assert username not in everything
+
+
+def test_a_login_gets_its_display_name_from_the_command_line(env, scene, conn):  # noqa: F811
+    username = f"desk-cli-{scene['tag']}"
+    made = cli_json(
+        "users",
+        "add",
+        username,
+        "--role",
+        "duty_desk",
+        "--institution",
+        str(scene["centre"]),
+        "--display-name",
+        "夜班 值班台",
+        env=env,
+    )
+    shown = conn.execute("SELECT actor_name(%s)", (f"user:{made['id']}",)).fetchone()
+    assert shown == ("夜班 值班台",)
+    too_long = cli(
+        "users",
+        "add",
+        f"{username}-2",
+        "--role",
+        "duty_desk",
+        "--institution",
+        str(scene["centre"]),
+        "--display-name",
+        "x" * 101,
+        env=env,
+        check=False,
+    )
+    assert too_long.returncode == 1 and "display name" in too_long.stderr
