@@ -38,8 +38,10 @@ EVER_ACKNOWLEDGED = (
 )
 
 # The latest alert of this resident and rule that a person (not the system) resolved recently.
+# Who resolved it, as an opaque id (migration 0015): it goes into the new alert's detail, which
+# webhooks and platforms receive.
 RECENTLY_RESOLVED = """
-SELECT id, resolved_at, resolved_by FROM alert
+SELECT id, resolved_at, actor_ref(resolved_by) FROM alert
 WHERE resident_id IS NOT DISTINCT FROM %(resident_id)s AND rule = %(rule)s AND state = 'resolved'
   AND resolved_by <> 'system' AND resolved_at >= %(since)s
 ORDER BY resolved_at DESC LIMIT 1
@@ -206,6 +208,9 @@ NOTIFIED_RECIPIENTS = """
 SELECT DISTINCT recipient_kind, recipient_id FROM notification
 WHERE alert_id = %s AND kind IN ('raised', 'escalation') AND recipient_kind IN ('doctor', 'contact')
 """
+
+# The name people know an actor by (migration 0015), for notifications to people; never a username.
+ACTOR_NAME = "SELECT actor_name(%s)"
 
 ACTIVE_SNOOZERS = "SELECT doctor_id FROM alert_snooze WHERE alert_id = %s AND until > %s"
 

@@ -376,7 +376,8 @@ def _involved(conn: psycopg.Connection, alert: Alert, now: datetime) -> list[Per
 
 
 def _actor_doctor(conn: psycopg.Connection, actor: str) -> int | None:
-    """The doctor behind an actor: `doctor:<id>` (CLI, tests) or `user:<id>:<name>` (the API)."""
+    """The doctor behind an actor: `doctor:<id>` (CLI, tests) or `user:<id>` (the API; older
+    records `user:<id>:<username>`)."""
     kind, _sep, rest = actor.partition(":")
     number = rest.partition(":")[0]
     if not number.isdigit() or len(number) > 15:  # free text from the CLI: ids fit in 2^53
@@ -727,8 +728,11 @@ def acknowledge(
         )
         updated = _lock(conn, alert_id)
         key = f"a{alert_id}:ack{tid}"
+        # People (doctors' apps, mail) are told who by name; the actor may hold a username.
+        row = conn.execute(queries.ACTOR_NAME, (actor,)).fetchone()
+        by = row[0] if row else actor
         _to_people(
-            conn, updated, "acknowledged", key, _notified(conn, updated, now, False), now, by=actor
+            conn, updated, "acknowledged", key, _notified(conn, updated, now, False), now, by=by
         )
         _to_webhooks(conn, updated, "acknowledged", key, now)
         _to_device(conn, updated, "acknowledged", key, now, "help_coming")

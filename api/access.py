@@ -84,7 +84,14 @@ class Principal:
 
     @property
     def actor(self) -> str:
+        """Who, for the audit log (which stays on the server): with the login's name."""
         return f"{self.kind}:{self.id}:{self.name}"
+
+    @property
+    def ref(self) -> str:
+        """Who, wherever others can read it (alert history, thresholds): an opaque id, never the
+        username; people are shown the display name behind it (migration 0015: actor_name)."""
+        return f"{self.kind}:{self.id}"
 
     @property
     def acts_for(self) -> list[int]:
@@ -105,6 +112,10 @@ class Principal:
             "doctor_institution": self.doctor_institution,
             "institutions": list(self.institutions),
             "everyone": self.role == "system_admin",
+            # Duty desks also see alerts without a resident that were sent to them (queries._SEE_A).
+            "desk": self.role == "duty_desk",
+            # People see who acted by name, platforms by opaque id (actor_shown, migration 0015).
+            "people": self.kind == "user",
         }
 
 
@@ -360,7 +371,10 @@ def add_user(
     role: str,
     doctor_id: int | None = None,
     institution_id: int | None = None,
+    display_name: str | None = None,
 ) -> int:
+    """A login. `display_name` is what people are shown when it acts (else its doctor's name, else
+    `user:<id>`): the username is never shown to anyone."""
     if role not in ROLES:
         raise AccessError(422, f"role must be one of {', '.join(ROLES)}")
     if role == "doctor" and institution_id is not None:
@@ -372,14 +386,15 @@ def add_user(
     try:
         row = conn.execute(
             queries.INSERT_USER,
-            (username, hash_password(password), role, doctor_id, institution_id),
+            (username, hash_password(password), role, doctor_id, institution_id, display_name),
         ).fetchone()
     except psycopg.errors.UniqueViolation:
         raise AccessError(409, f"user {username!r} exists already") from None
     except psycopg.errors.CheckViolation:
         raise AccessError(
             422,
-            "a doctor user needs --doctor; a duty desk or institution admin needs --institution",
+            "a doctor user needs --doctor; a duty desk or institution admin needs --institution; "
+            "a display name has 1 to 100 characters",
         ) from None
     assert row is not None
     user_id: int = row[0]

@@ -51,6 +51,10 @@ def add_user(
     institution: Annotated[
         int | None, typer.Option(help="Institution (duty_desk, institution_admin).")
     ] = None,
+    display_name: Annotated[
+        str | None,
+        typer.Option(help="The name people see when this login acts (default: its doctor's)."),
+    ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin.")
     ] = False,
@@ -69,6 +73,7 @@ def add_user(
                 role=role,
                 doctor_id=doctor,
                 institution_id=institution,
+                display_name=display_name,
             )
         except AccessError as exc:
             fail(exc.message)

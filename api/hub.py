@@ -43,8 +43,10 @@ class Timing:
 @dataclass(frozen=True)
 class AlertChange:
     id: int
-    resident_id: int
+    resident_id: int | None  # None: a device bound to nobody; seen by the desks notified of it
     data: dict[str, Any]
+    desk_ids: frozenset[int] = frozenset()
+    desk_institutions: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,15 @@ class Subscription:
 
 def alert_event(row: tuple[Any, ...]) -> AlertChange:
     """A row of LIVE_TRANSITIONS or STREAM_TRANSITIONS as the stream's `alert` event."""
-    tid, alert_id, resident_id, rule, action, state, severity, at, actor, actor_name = row
+    (tid, alert_id, resident_id, device_id, rule, action, state, severity, at, actor, actor_name,
+     desk_ids, desk_institutions) = row  # fmt: skip
     return AlertChange(
         tid,
         resident_id,
         {
             "alert_id": alert_id,
             "resident_id": resident_id,
+            "device_id": device_id,
             "rule": rule,
             "action": action,
             "state": state,
@@ -91,6 +95,8 @@ def alert_event(row: tuple[Any, ...]) -> AlertChange:
             "actor": actor,
             "actor_name": actor_name,
         },
+        frozenset(desk_ids or ()),
+        frozenset(i for i in desk_institutions or () if i is not None),
     )
 
 

@@ -64,38 +64,45 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 # An institution's administrators see what their people did, and what anyone did with their
-# residents (the residents of a list: only theirs are shown). Newest first; page with before_id.
+# residents. A resident they may not see is never named (a row of their doctor's refused look at
+# another institution's resident says only that something was refused); the resident filter
+# matches only the residents they may see. Actors as opaque ids with their display names (the
+# username stays in the table). Newest first; page with before_id.
 _AUDIT_OURS = "may_see_resident({column}, NULL, NULL, %(institutions)s::bigint[], false)"
 SELECT_AUDIT = f"""
-SELECT a.id, a.at, a.actor, a.action, a.resident_id,
-       CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
-            ELSE ARRAY(SELECT x FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")})
-       END AS resident_ids,
-       a.resource, a.address, a.outcome, a.detail
-FROM audit_log a
-WHERE (%(everyone)s
-       OR a.actor_institutions && %(institutions)s::bigint[]
-       OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
-       OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
-  AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
-       OR a.resident_ids @> ARRAY[%(resident_id)s::bigint])
-  AND (%(actor)s::text IS NULL OR a.actor = %(actor)s)
-  AND (%(action)s::text IS NULL OR a.action = %(action)s)
-  AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
-  AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
-  AND (%(until)s::timestamptz IS NULL OR a.at < %(until)s)
-  AND (%(before_id)s::bigint IS NULL OR a.id < %(before_id)s)
-ORDER BY a.id DESC LIMIT %(limit)s
+SELECT * FROM (
+    SELECT a.id, a.at, actor_ref(a.actor) AS actor, actor_name(a.actor) AS actor_name, a.action,
+           CASE WHEN %(everyone)s OR {_AUDIT_OURS.format(column="a.resident_id")}
+                THEN a.resident_id END AS resident_id,
+           CASE WHEN %(everyone)s OR a.resident_ids IS NULL THEN a.resident_ids
+                ELSE ARRAY(SELECT x FROM unnest(a.resident_ids) x
+                           WHERE {_AUDIT_OURS.format(column="x")})
+           END AS resident_ids,
+           a.resource, a.address, a.outcome, a.detail
+    FROM audit_log a
+    WHERE (%(everyone)s
+           OR a.actor_institutions && %(institutions)s::bigint[]
+           OR (a.resident_id IS NOT NULL AND {_AUDIT_OURS.format(column="a.resident_id")})
+           OR EXISTS (SELECT 1 FROM unnest(a.resident_ids) x WHERE {_AUDIT_OURS.format(column="x")}))
+      AND (%(actor)s::text IS NULL OR actor_ref(a.actor) = actor_ref(%(actor)s))
+      AND (%(action)s::text IS NULL OR a.action = %(action)s)
+      AND (%(outcome)s::text IS NULL OR a.outcome = %(outcome)s)
+      AND (%(since)s::timestamptz IS NULL OR a.at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR a.at < %(until)s)
+      AND (%(before_id)s::bigint IS NULL OR a.id < %(before_id)s)
+      AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s
+           OR a.resident_ids @> ARRAY[%(resident_id)s::bigint])
+) v
+WHERE %(resident_id)s::bigint IS NULL OR v.resident_id = %(resident_id)s
+   OR v.resident_ids @> ARRAY[%(resident_id)s::bigint]
+ORDER BY v.id DESC LIMIT %(limit)s
 """
-
-# The resident behind an alert, for the audit row of a refused look at it (not shown to the caller).
-ALERT_RESIDENT_ANY = "SELECT resident_id FROM alert WHERE id = %s"
 
 VISIBLE = "may_see_resident({column}, %(doctor_id)s, %(doctor_institution)s, %(institutions)s, %(everyone)s)"
 
 INSERT_USER = """
-INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id)
-VALUES (%s, %s, %s, %s, %s) RETURNING id
+INSERT INTO app_user (username, password_hash, role, doctor_id, institution_id, display_name)
+VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
 """
 INSERT_PLATFORM = "INSERT INTO platform_client (name, institution_ids) VALUES (%s, %s) RETURNING id"
 
@@ -188,6 +195,9 @@ FROM resident r WHERE {_SEE_R}
 ORDER BY r.id LIMIT %(limit)s OFFSET %(offset)s
 """
 
+# Who holds an archive number, if the caller may see them (a 409 names only a visible holder).
+ARCHIVE_HOLDER = f"SELECT r.id FROM resident r WHERE r.archive_id = %(archive_id)s AND {_SEE_R}"
+
 GET_RESIDENT = f"""
 SELECT r.id, r.name, r.archive_id, r.birth_date, r.gender, r.address, r.institution_id, r.spo2_scale,
        (SELECT json_build_object('id', d.id, 'name', d.name, 'team', d.team)
@@ -242,17 +252,28 @@ CROSS JOIN LATERAL (
 ORDER BY m.metric
 """
 
-_SEE_A = VISIBLE.format(column="a.resident_id")
+# An alert of a resident: whoever may see the resident. An alert of a device bound to nobody (an
+# unbound SOS button) has no resident: system admins, and the duty desks that were notified of it
+# (a duty desk login of the desk's institution, or the desk itself), see it; nobody else does.
+NOTIFIED_DESKS = """
+SELECT d.id, d.institution_id FROM notification n
+JOIN doctor d ON n.recipient_id = d.id::text AND d.role = 'duty_desk'
+WHERE n.alert_id = a.id AND n.recipient_kind = 'doctor'
+"""
+_SEE_A = f"""(CASE WHEN a.resident_id IS NOT NULL THEN {VISIBLE.format(column="a.resident_id")}
+ELSE %(everyone)s OR (%(desk)s AND EXISTS (
+    SELECT 1 FROM ({NOTIFIED_DESKS}) x(id, institution_id)
+    WHERE x.institution_id = ANY(%(institutions)s::bigint[]) OR x.id = %(doctor_id)s)) END)"""
 
 # Critical first, then newest; `id` completes the sort key so keyset paging (the cursor: the last
 # row's rank, opened_at and id) neither skips nor repeats alerts opened at the same moment.
 LIST_ALERTS = f"""
-SELECT a.id, a.resident_id, r.name AS resident_name, a.rule, a.severity, a.state, a.title, a.opened_at,
-       a.last_seen_at, a.occurrences, a.acknowledged_by, actor_name(a.acknowledged_by) AS acknowledged_by_name,
-       a.acknowledged_at, s.rank
-FROM alert a JOIN resident r ON r.id = a.resident_id
+SELECT a.id, a.resident_id, r.name AS resident_name, a.device_id, a.rule, a.severity, a.state, a.title,
+       a.opened_at, a.last_seen_at, a.occurrences, actor_ref(a.acknowledged_by) AS acknowledged_by,
+       actor_shown(a.acknowledged_by, %(people)s) AS acknowledged_by_name, a.acknowledged_at, s.rank
+FROM alert a LEFT JOIN resident r ON r.id = a.resident_id
 CROSS JOIN LATERAL (SELECT CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END AS rank) s
-WHERE a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE {_SEE_A}
   AND (%(state)s::text IS NULL OR a.state = %(state)s OR (%(state)s = 'unresolved' AND a.state <> 'resolved'))
   AND (%(severity)s::text IS NULL OR a.severity = %(severity)s)
   AND (%(resident_id)s::bigint IS NULL OR a.resident_id = %(resident_id)s)
@@ -265,14 +286,21 @@ LIMIT %(limit)s
 """
 
 ALERT_RESIDENT = f"""
-SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+SELECT a.resident_id FROM alert a WHERE a.id = %(alert_id)s AND {_SEE_A}
 """
 
+# The stream's columns (api/hub.py: alert_event); for an alert without a resident, the duty desks
+# notified of it, as (desk ids, their institutions): the stream shows it to those desks only.
+_STREAM_COLUMNS = f"""
+t.id, t.alert_id, a.resident_id, a.device_id, a.rule, t.action, t.to_state, t.severity, t.at,
+actor_ref(t.actor), actor_name(t.actor),
+CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.id FROM ({NOTIFIED_DESKS}) x(id, i)) END,
+CASE WHEN a.resident_id IS NULL THEN ARRAY(SELECT x.i FROM ({NOTIFIED_DESKS}) x(id, i)) END
+"""
 STREAM_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
-       actor_name(t.actor)
+SELECT {_STREAM_COLUMNS}
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
-WHERE t.id > %(after)s AND a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE t.id > %(after)s AND {_SEE_A}
 ORDER BY t.id LIMIT 500
 """
 
@@ -309,19 +337,23 @@ SELECT count(*) FILTER (WHERE age < INTERVAL '5 minutes'),
        count(*) FILTER (WHERE age >= INTERVAL '30 minutes' AND age < INTERVAL '2 hours'),
        count(*) FILTER (WHERE age >= INTERVAL '2 hours')
 FROM alert a, LATERAL (SELECT now() - a.opened_at AS age) x
-WHERE a.state = 'open' AND a.resident_id IS NOT NULL AND {_SEE_A}
+WHERE a.state = 'open' AND {_SEE_A}
 """
 
 THRESHOLD_OVERRIDES = "SELECT metric, low, high FROM resident_threshold WHERE resident_id = %s"
 
-# The alert page's timeline and handlers, with people's names (migration 0008: actor_name).
+# The alert page's timeline and handlers: who, as an opaque id (never a username), and by name for
+# people (migration 0015: actor_ref, actor_shown).
 ALERT_TIMELINE = """
-SELECT at, actor, actor_name(actor) AS actor_name, action, from_state, to_state, severity, note
-FROM alert_transition WHERE alert_id = %s ORDER BY id
+SELECT at, actor_ref(actor) AS actor, actor_shown(actor, %(people)s) AS actor_name, action,
+       from_state, to_state, severity, note
+FROM alert_transition WHERE alert_id = %(alert_id)s ORDER BY id
 """
 ALERT_HANDLERS = """
-SELECT actor_name(acknowledged_by) AS acknowledged_by_name, actor_name(resolved_by) AS resolved_by_name
-FROM alert WHERE id = %s
+SELECT actor_ref(acknowledged_by) AS acknowledged_by,
+       actor_shown(acknowledged_by, %(people)s) AS acknowledged_by_name,
+       actor_ref(resolved_by) AS resolved_by, actor_shown(resolved_by, %(people)s) AS resolved_by_name
+FROM alert WHERE id = %(alert_id)s
 """
 
 # The live stream's shared listener (api/hub.py) reads each new transition once for every open
@@ -329,10 +361,9 @@ FROM alert WHERE id = %s
 # one still arrives), whoever may see them; each stream keeps its caller's.
 LIVE_TRANSITIONS_PAGE = 1000
 LIVE_TRANSITIONS = f"""
-SELECT t.id, t.alert_id, a.resident_id, a.rule, t.action, t.to_state, t.severity, t.at, t.actor,
-       actor_name(t.actor)
+SELECT {_STREAM_COLUMNS}
 FROM alert_transition t JOIN alert a ON a.id = t.alert_id
-WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[]) AND a.resident_id IS NOT NULL
+WHERE t.id > %(floor)s AND t.id <> ALL(%(seen)s::bigint[])
 ORDER BY t.id LIMIT {LIVE_TRANSITIONS_PAGE}
 """
 

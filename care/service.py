@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from devices.service import DuplicateArchive
+
 INSTITUTION_KINDS = (
     "community_health_centre",
     "township_hospital",
@@ -393,9 +395,7 @@ def update_resident(
             if contacts is not None:
                 _replace_contacts(conn, resident_id, contacts)
     except psycopg.errors.UniqueViolation:
-        raise CareError(
-            f"archive number {changes.get('archive_id')} already belongs to another resident"
-        ) from None
+        raise DuplicateArchive(changes.get("archive_id")) from None
     except psycopg.errors.CheckViolation as exc:
         raise CareError(f"invalid resident: {exc.diag.message_primary}") from None
     return resident_record(conn, resident_id)

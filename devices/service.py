@@ -22,6 +22,15 @@ class RegistryError(Exception):
     """A request the registry refuses; the message says what to do instead."""
 
 
+class DuplicateArchive(RegistryError):
+    """The archive number belongs to another resident. Callers who may not see that resident get
+    a generic refusal (api/views/admin.py): the number is not confirmed to another tenant."""
+
+    def __init__(self, archive_id: str | None) -> None:
+        super().__init__(f"archive number {archive_id} already belongs to another resident")
+        self.archive_id = archive_id
+
+
 # Broker logins of the backend's own processes (ELDERCARE_MQTT_SERVICE_USERNAME) live here: a
 # device id in this namespace could take over or shadow one of them.
 RESERVED_PREFIX = "eldercare-"
@@ -89,9 +98,7 @@ def add_resident(
                     (resident.id, contact.name, contact.phone, contact.relation, contact.priority),
                 )
     except psycopg.errors.UniqueViolation:
-        raise RegistryError(
-            f"archive number {archive_id} already belongs to another resident"
-        ) from None
+        raise DuplicateArchive(archive_id) from None
     except psycopg.errors.CheckViolation as exc:
         raise RegistryError(f"invalid resident: {exc.diag.message_primary}") from None
     return resident

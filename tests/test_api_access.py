@@ -212,12 +212,21 @@ def test_doctor_b_gets_404_for_everything_about_doctor_a_resident(client, scene,
     assert conn.execute(
         "SELECT count(*) FROM resident_threshold WHERE resident_id = %s", (rid,)
     ).fetchone() == (0,)
-    refused = conn.execute(
+    # A refusal records what was asked for: the resident's id, or the alert's id (never the
+    # resident behind the alert, which the audit log's readers would learn from it).
+    by_resident = conn.execute(
         "SELECT count(*) FROM audit_log WHERE actor LIKE %s AND resident_id = %s "
         "AND action = 'access.refused' AND outcome = 'refused'",
         (f"user:%:{scene['users']['b'][0]}", rid),
     ).fetchone()
-    assert refused == (len(reads) + len(acts),)
+    by_alert = conn.execute(
+        "SELECT count(*) FROM audit_log WHERE actor LIKE %s AND detail->>'alert_id' = %s "
+        "AND resident_id IS NULL AND action = 'access.refused' AND outcome = 'refused'",
+        (f"user:%:{scene['users']['b'][0]}", str(alert)),
+    ).fetchone()
+    about_alert = sum("{alert_id}" in t for t, _ in reads) + sum("{alert_id}" in t for _, t in acts)
+    assert by_alert == (about_alert,)
+    assert by_resident == (len(reads) + len(acts) - about_alert,)
 
 
 def test_platform_keys_cannot_write_anywhere(client, scene, conn):  # noqa: F811
@@ -555,8 +564,14 @@ def test_platform_key_scopes_are_enforced(client, scene, conn):  # noqa: F811
             (f"platform:{scene['platform_id']}:%", rid),
         )
     ]
-    assert reasons == [*(["this key lacks the scope read:readings"] * 3), reasons[-1]]
-    assert "read:alerts" in reasons[-1], "a refused alert is on its resident's trail too"
+    assert reasons == ["this key lacks the scope read:readings"] * 3
+    refused_alert = conn.execute(
+        "SELECT resident_id, detail->>'reason' FROM audit_log WHERE actor LIKE %s "
+        "AND action = 'access.refused' AND detail->>'alert_id' = %s",
+        (f"platform:{scene['platform_id']}:%", str(scene["alert"])),
+    ).fetchall()
+    assert len(refused_alert) == 1 and refused_alert[0][0] is None, "what was asked, no resident"
+    assert "read:alerts" in refused_alert[0][1]
 
 
 def test_platform_keys_rotate_expire_and_revoke(client, scene, conn):  # noqa: F811

@@ -18,9 +18,12 @@ import orjson
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from alerts import service
 from alerts.engine import AlertEngine
+from alerts.models import Finding
 from alerts.settings import AlertSettings
 from api import access
+from devices import service as devices
 from devices.simulator.episodes import ScheduledEpisode, timeline
 from devices.simulator.vitals import baseline
 from eldercare.ports import free_port
@@ -171,3 +174,49 @@ def test_doctor_sees_an_sos_live_and_acknowledges_it(
     log = (tmp_path / "api.log").read_text()
     assert "/api/v1/stream?ticket=[redacted]" in log and session_token not in log
     assert os.path.getsize(ARTIFACTS / "2-sos-arrived-live.png") > 10_000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="make test installs Debian's chromium")
+def test_the_duty_desk_sees_an_unbound_button_s_sos_in_the_queue(api_server, conn):
+    """An SOS from a button bound to nobody is in the queue of the duty desk it was sent to, as
+    the unbound device with its id (there is no resident to name), and the desk can acknowledge."""
+    tag = uuid.uuid4().hex[:6]
+    device_id = f"sos-nobody-{tag}"
+    devices.add_device(conn, device_id=device_id, kind="sos_button")
+    sos = service.raise_finding(
+        conn,
+        resident_id=None,
+        now=datetime.now(UTC),
+        finding=Finding(rule="sos", severity="critical", title="SOS", device_id=device_id),
+    )
+    (desk_institution,) = conn.execute(
+        "SELECT DISTINCT d.institution_id FROM notification n JOIN doctor d "
+        "ON n.recipient_id = d.id::text AND d.role = 'duty_desk' WHERE n.alert_id = %s",
+        (sos.id,),
+    ).fetchone()
+    username, password = f"desk-{tag}", "browser-test-pw"
+    access.add_user(
+        conn,
+        username=username,
+        password=password,
+        role="duty_desk",
+        institution_id=desk_institution,
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 800})
+            page.goto(api_server + "/")
+            page.fill("#login-username", username)
+            page.fill("#login-password", password)
+            page.click("#login-submit")
+            row = page.locator(f"#alert-{sos.id}")
+            expect(row.locator(".unbound-device")).to_have_text(
+                f"未绑定设备 {device_id}", timeout=15_000
+            )
+            row.locator(".btn-ack").click()
+            wait_for(
+                lambda: service.get_alert(conn, sos.id).state == "acknowledged", 15, "acknowledged"
+            )
+        finally:
+            browser.close()

@@ -37,7 +37,7 @@ from api.views.guards import (
 from care import service as care
 from care.service import CareError, ThresholdError
 from devices import service as devices
-from devices.service import EmergencyContact, RegistryError
+from devices.service import DuplicateArchive, EmergencyContact, RegistryError
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -47,6 +47,22 @@ Phone = Annotated[str, Field(min_length=1, max_length=40, pattern=NO_NUL)]
 
 def _refused(exc: Exception) -> HTTPException:
     return HTTPException(409, str(exc))
+
+
+ARCHIVE_TAKEN = "this archive number cannot be used: check it against the resident's documents"
+
+
+def _archive_refused(conn: Conn, caller: Principal, exc: DuplicateArchive) -> HTTPException:
+    """409 for an archive number in use: naming the holder only to a caller who may see them, so
+    that probing numbers does not tell which belong to another institution's residents."""
+    row = conn.execute(
+        queries.ARCHIVE_HOLDER, {**caller.visibility(), "archive_id": exc.archive_id}
+    ).fetchone()
+    if row is None:
+        return HTTPException(409, ARCHIVE_TAKEN)
+    return HTTPException(
+        409, f"archive number {exc.archive_id} already belongs to resident {row[0]}"
+    )
 
 
 def _audit(conn: Conn, caller: Principal, request: Request, action: str, **kwargs: Any) -> None:
@@ -435,6 +451,8 @@ def add_resident(body: NewResident, caller: Caller, conn: Conn, request: Request
                 care.set_resident_institution(
                     conn, resident_id=resident.id, institution_id=institution
                 )
+    except DuplicateArchive as exc:
+        raise _archive_refused(conn, caller, exc) from None
     except (RegistryError, CareError) as exc:
         raise _refused(exc) from None
     _audit(conn, caller, request, "resident.add", resident_id=resident.id)
@@ -478,6 +496,8 @@ def update_resident(
         record = care.update_resident(
             conn, resident_id=resident_id, changes=changes, contacts=contacts
         )
+    except DuplicateArchive as exc:
+        raise _archive_refused(conn, caller, exc) from None
     except CareError as exc:
         raise _refused(exc) from None
     _audit(
@@ -570,7 +590,7 @@ def set_threshold(
             metric=metric,
             low=body.low,
             high=body.high,
-            set_by=caller.actor,
+            set_by=caller.ref,
         )
     except ThresholdError as exc:
         # An attempt to move a limit out of reach is worth knowing about, too.

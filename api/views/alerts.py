@@ -23,8 +23,12 @@ NOT_FOUND = "no such alert (or not one of your residents')"
 
 class AlertSummary(BaseModel):
     id: int
-    resident_id: int
+    resident_id: int | None = Field(
+        description="null: an event from a device bound to nobody (see device_id); shown to "
+        "system admins and the duty desks notified of it"
+    )
     resident_name: str | None = None
+    device_id: str | None = Field(default=None, description="the device that raised it, if one did")
     rule: str
     severity: str
     state: str
@@ -150,7 +154,7 @@ def list_alerts(
         request.url.path,
         address=client_address(request),
         resident_id=resident_id,
-        resident_ids=[r["resident_id"] for r in rows],
+        resident_ids=[r["resident_id"] for r in rows if r["resident_id"] is not None],
         detail={"count": len(rows)},
     )
     return rows
@@ -163,13 +167,14 @@ def _position(token: str | None) -> dict[str, Any]:
     return {"c_rank": key.rank, "c_opened": key.opened_at, "c_id": key.id}
 
 
-def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int:
+def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int | None:
+    """The alert's resident (None: a device bound to nobody), or 404 when the caller may not see it."""
     row = conn.execute(
         queries.ALERT_RESIDENT, {**caller.visibility(), "alert_id": alert_id}
     ).fetchone()
     if row is None:
         raise HTTPException(404, NOT_FOUND)
-    resident_id: int = row[0]
+    resident_id: int | None = row[0]
     return resident_id
 
 
@@ -178,9 +183,10 @@ def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) ->
     """One alert with its timeline."""
     resident_id = _resident_of(conn, caller, alert_id)
     alert = asdict(service.get_alert(conn, alert_id))
+    params = {"alert_id": alert_id, "people": caller.kind == "user"}
     with conn.cursor(row_factory=dict_row) as cur:
-        alert.update(cur.execute(queries.ALERT_HANDLERS, (alert_id,)).fetchone() or {})
-        alert["timeline"] = cur.execute(queries.ALERT_TIMELINE, (alert_id,)).fetchall()
+        alert.update(cur.execute(queries.ALERT_HANDLERS, params).fetchone() or {})
+        alert["timeline"] = cur.execute(queries.ALERT_TIMELINE, params).fetchall()
     audit(
         conn,
         caller,
@@ -208,7 +214,9 @@ def _act(
     resident_id = _resident_of(conn, caller, alert_id)
     if not caller.can_write:
         refusal = "this credential may read but not act on alerts"
-    elif caller.role == "institution_admin" and not guards.owns_resident(conn, caller, resident_id):
+    elif caller.role == "institution_admin" and (
+        resident_id is None or not guards.owns_resident(conn, caller, resident_id)
+    ):
         refusal = guards.NOT_OWNER  # seeing another institution's resident is not handling it
     if refusal:
         audit(
@@ -239,8 +247,10 @@ def _act(
 def _summary(conn: Conn, alert: Any) -> dict[str, Any]:
     fields = AlertSummary.model_fields
     out = {k: v for k, v in asdict(alert).items() if k in fields}
-    row = conn.execute(queries.ALERT_HANDLERS, (alert.id,)).fetchone()
-    out["acknowledged_by_name"] = row[0] if row else None
+    with conn.cursor(row_factory=dict_row) as cur:
+        # Only people act on alerts (platforms may not write), so names are shown.
+        row = cur.execute(queries.ALERT_HANDLERS, {"alert_id": alert.id, "people": True}).fetchone()
+    out.update({k: v for k, v in (row or {}).items() if k in fields})
     return out
 
 
@@ -251,7 +261,7 @@ def acknowledge(
     alert_id: IdPath, body: Note, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """I am handling it: reminders stop; an SOS device hears that help is coming."""
-    return _act(conn, caller, request, alert_id, "acknowledge", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "acknowledge", actor=caller.ref, note=body.note)
 
 
 @router.post(
@@ -291,7 +301,7 @@ def resolve(
     alert_id: IdPath, body: ResolveBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Close the alert, saying what was done."""
-    return _act(conn, caller, request, alert_id, "resolve", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "resolve", actor=caller.ref, note=body.note)
 
 
 @router.post(
@@ -303,4 +313,4 @@ def comment(
     alert_id: IdPath, body: CommentBody, caller: Caller, conn: Conn, request: Request
 ) -> dict[str, Any]:
     """Add a note to the alert's timeline (what was tried, who was called); the state stays."""
-    return _act(conn, caller, request, alert_id, "comment", actor=caller.actor, note=body.note)
+    return _act(conn, caller, request, alert_id, "comment", actor=caller.ref, note=body.note)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg.rows import dict_row
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api import queries
 from api.access import audit
@@ -19,7 +19,8 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 class AuditEntry(BaseModel):
     id: int
     at: datetime
-    actor: str
+    actor: str = Field(description="user:<id> or platform:<id>:<name>; never a username")
+    actor_name: str = Field(description="the person's display name")
     action: str
     resident_id: int | None
     resident_ids: list[int] | None = None
@@ -38,7 +39,7 @@ def audit_log(
         IdQuery, Query(description="entries about this resident, lists that returned them too")
     ] = None,
     actor: Annotated[
-        str | None, Query(max_length=200, pattern=NO_NUL, description="e.g. user:3:zhang")
+        str | None, Query(max_length=200, pattern=NO_NUL, description="e.g. user:3")
     ] = None,
     action: Annotated[
         str | None, Query(max_length=100, pattern=NO_NUL, description="e.g. read.resident")

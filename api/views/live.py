@@ -69,8 +69,18 @@ class _Stream:
         # Vitals are readings: a platform key sees them only with read:readings.
         self.reads_vitals = caller.kind != "platform" or "read:readings" in caller.scopes
 
-    def sees(self, resident_id: int) -> bool:
-        return self.visible is None or resident_id in self.visible
+    def sees(self, item: AlertChange | Vitals) -> bool:
+        if self.visible is None:
+            return True
+        if item.resident_id is not None:
+            return item.resident_id in self.visible
+        # An alert without a resident (queries._SEE_A): only for the duty desks notified of it.
+        assert isinstance(item, AlertChange)
+        caller = self.caller
+        return caller.role == "duty_desk" and (
+            bool(item.desk_institutions & set(caller.institutions))
+            or (caller.doctor_id is not None and caller.doctor_id in item.desk_ids)
+        )
 
     def recheck(self) -> str | None:
         """Why the stream must end now, or None; refreshes who the caller may see."""
@@ -144,8 +154,11 @@ def _open(
         return _Stream(pool, caller, _visible_residents(conn, caller)), after
 
 
-def _alert(change: AlertChange) -> bytes:
-    return b"id: %d\nevent: alert\ndata: %s\n\n" % (change.id, orjson.dumps(change.data))
+def _alert(change: AlertChange, stream: _Stream) -> bytes:
+    data = change.data
+    if stream.caller.kind != "user":  # platforms see who acted as an opaque id, not by name
+        data = {**data, "actor_name": data["actor"]}
+    return b"id: %d\nevent: alert\ndata: %s\n\n" % (change.id, orjson.dumps(data))
 
 
 def _event(name: str, data: Any, event_id: int | None = None) -> bytes:
@@ -165,7 +178,7 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
             for change in changes:
                 if change.id not in sent:
                     sent.add(change.id)
-                    yield _alert(change)
+                    yield _alert(change, stream)
                 start = max(start, change.id)
             if len(changes) < 500:
                 return
@@ -198,7 +211,7 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
                 yield b": heartbeat\n\n"
                 next_check = loop.time() + hub.timing.heartbeat_s
                 continue
-            if not stream.sees(item.resident_id):
+            if not stream.sees(item):
                 continue
             if isinstance(item, Vitals):
                 if stream.reads_vitals:
@@ -208,7 +221,7 @@ async def _events(hub: LiveHub, stream: _Stream, after: int, once: bool) -> Asyn
                 if len(sent) > SENT_MEMORY:
                     for old in sorted(sent)[: SENT_MEMORY // 2]:
                         sent.discard(old)
-                yield _alert(item)
+                yield _alert(item, stream)
     finally:
         hub.unsubscribe(subscription)
 

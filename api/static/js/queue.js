@@ -160,7 +160,8 @@ function row(alert, isNew, canSnooze) {
       { class: 'resident' },
       alert.resident_id != null
         ? h('a', { class: 'resident-link', href: `#/residents/${alert.resident_id}` }, name)
-        : '—',
+        : // A button bound to nobody: the desk needs the device id to find who pressed it.
+          h('span', { class: 'unbound-device' }, t('queue.unbound', { device: alert.device_id ?? '?' })),
     ),
     h('td', { class: 'age' }, ago(alert.opened_at)),
     h('td', { class: 'state' }, label('state', alert.state)),
@@ -297,7 +298,8 @@ function resolveWithNote(alert, signal) {
 }
 
 async function fillMissingNames(rows, signal) {
-  if (rows.every((a) => a.resident_name || residentNames.has(a.resident_id))) return;
+  if (rows.every((a) => a.resident_id == null || a.resident_name || residentNames.has(a.resident_id)))
+    return;
   try {
     for (const r of await api('/api/v1/residents', { signal, query: { limit: 1000 } })) {
       residentNames.set(r.id, r.name);
