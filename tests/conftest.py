@@ -228,3 +228,16 @@ def circle(conn):
         "desk": centre["duty_desk_id"],
         "centre": centre["id"],
     }
+
+
+@pytest.fixture()
+def ready_components(conn: psycopg.Connection) -> Iterator[None]:
+    """Every component /readyz requires reported ready just now, by a process of a host of its own
+    (deleted afterwards); stands in for ingest and the alert engine in API-only tests."""
+    from store import readiness
+
+    host = f"test-{uuid.uuid4().hex[:8]}"
+    for component in readiness.REQUIRED:
+        conn.execute(readiness.UPSERT_READY, {"component": component, "host": host, "pid": 1})
+    yield
+    conn.execute(readiness.DELETE_PROCESS, {"host": host, "pid": 1})

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from store import readiness
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from eldercare.settings import Settings
+from store import db, readiness
 from store.readiness import ALERTS, INGEST_EVENTS, INGEST_STATUS, INGEST_TELEMETRY, REQUIRED
 from tests.support import wait_for
 
@@ -81,3 +87,50 @@ def test_a_reporter_keeps_a_row_exactly_while_its_check_says_ready(database_url,
     finally:
         reporter.stop()
     assert not _components(conn, host, pid) & {name, other}, "a clean exit deletes the rows"
+
+
+@pytest.fixture(scope="module")
+def fresh_database(database_url: str, storage_setting: str) -> Iterator[str]:
+    """A database of its own: no other test's processes report into its readiness table."""
+    url = db.with_dbname(database_url, f"eldercare_readyz_{uuid.uuid4().hex[:8]}")
+    db.ensure_database(url)
+    db.migrate(url, timescale=storage_setting)
+    yield url
+    db.drop_database(url)
+
+
+def test_readyz_is_503_naming_what_is_missing_or_silent_and_200_when_all_are_ready(
+    fresh_database, settings
+):
+    app = create_app(Settings(database_url=fresh_database, mqtt_url=settings.mqtt_url))
+    with TestClient(app) as client, db.connection(fresh_database, autocommit=True) as conn:
+
+        def report(component: str, age: str = "0 s") -> None:
+            conn.execute(
+                """INSERT INTO readiness (component, host, pid, ready_at, heartbeat_at)
+                   VALUES (%s, 'h', 1, now() - %s::interval, now() - %s::interval)
+                   ON CONFLICT (component, host, pid) DO UPDATE
+                   SET heartbeat_at = EXCLUDED.heartbeat_at""",
+                (component, age, age),
+            )
+
+        nothing = client.get("/readyz")
+        assert nothing.status_code == 503
+        assert nothing.json() == {
+            "ready": False,
+            "checks": {"database": True, "broker": True, "components": False},
+            "not_ready": list(REQUIRED),
+        }
+        for component in (INGEST_TELEMETRY, INGEST_EVENTS, INGEST_STATUS):
+            report(component)
+        report(ALERTS, "1 minute")  # killed a minute ago: no clean exit deleted its row
+        silent = client.get("/readyz")
+        assert silent.status_code == 503 and silent.json()["not_ready"] == [ALERTS]
+        report(ALERTS)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "ready": True,
+            "checks": {"database": True, "broker": True, "components": True},
+            "not_ready": [],
+        }
