@@ -134,3 +134,23 @@ def test_readyz_is_503_naming_what_is_missing_or_silent_and_200_when_all_are_rea
             "checks": {"database": True, "broker": True, "components": True},
             "not_ready": [],
         }
+
+
+def test_the_ready_command_exits_1_naming_what_is_not_ready_on_this_host(env, fresh_database):
+    """The containers' healthcheck: `eldercare ready --here COMPONENT…`."""
+    import socket
+
+    from tests.support import cli
+
+    env = {**env, "ELDERCARE_DATABASE_URL": fresh_database}
+    missing = cli("ready", "--here", INGEST_TELEMETRY, env=env, check=False)
+    assert missing.returncode == 1 and "not ready: ingest-telemetry" in missing.stderr
+    unknown = cli("ready", "nonsense", env=env, check=False)
+    assert unknown.returncode == 1 and "unknown component nonsense" in unknown.stderr
+    pid = 2**31 - 1
+    key = {"component": INGEST_TELEMETRY, "host": socket.gethostname(), "pid": pid}
+    with db.connection(fresh_database, autocommit=True) as conn:
+        conn.execute(readiness.UPSERT_READY, key)
+        ready = cli("ready", "--here", INGEST_TELEMETRY, env=env, check=False)
+        assert ready.returncode == 0 and ready.stdout.strip() == "ready"
+        conn.execute(readiness.DELETE_PROCESS, {"host": key["host"], "pid": pid})
