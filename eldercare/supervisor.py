@@ -262,6 +262,12 @@ def _wait_ready(
             missing = readiness.not_ready(rows, readiness.REQUIRED, now, processes=processes)
             if not missing:
                 return
+            for child in children:
+                code = child.process.poll() if child.process is not None else None
+                if child.name in owners(missing) and code is not None:
+                    raise RuntimeError(
+                        f"{child.name} exited ({code}) before it was ready; see {child.log}"
+                    )
             if time.monotonic() >= deadline:
                 logs = sorted({str(c.log) for c in children if c.name in owners(missing)})
                 raise RuntimeError(

@@ -228,3 +228,19 @@ def test_run_gives_up_naming_the_components_that_did_not_become_ready(database_u
     assert "ingest-telemetry, ingest-events, ingest-status, alerts" in message
     for name in ("ingest", "ingest-events", "alerts"):
         assert str(tmp_path / f"{name}.log") in message
+
+
+def test_run_gives_up_at_once_when_a_child_exits_before_it_is_ready(database_url, tmp_path):
+    import threading
+
+    from eldercare.supervisor import Child, _wait_ready
+
+    failed = subprocess.Popen(["false"])
+    failed.wait()
+    child = Child("alerts", [], failed, log=tmp_path / "alerts.log")
+    started = time.monotonic()
+    with pytest.raises(
+        RuntimeError, match=r"alerts exited \(1\) before it was ready; see .*alerts\.log"
+    ):
+        _wait_ready(database_url, [child], threading.Event(), timeout=60)
+    assert time.monotonic() - started < 30
