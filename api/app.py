@@ -111,7 +111,11 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "Not ready: `checks` and `not_ready` say what is not."}},
+    )
     def readyz(request: Request) -> JSONResponse:
         """The database and the broker are reachable, and ingest and the alert engine are ready
         for devices (store/readiness.py; `not_ready` names the components that are not)."""

@@ -231,13 +231,15 @@ def circle(conn):
 
 
 @pytest.fixture()
-def ready_components(conn: psycopg.Connection) -> Iterator[None]:
-    """Every component /readyz requires reported ready just now, by a process of a host of its own
-    (deleted afterwards); stands in for ingest and the alert engine in API-only tests."""
+def ready_components(database_url: str) -> Iterator[None]:
+    """Every component /readyz requires reported ready, with heartbeats, by this test process (its
+    rows deleted afterwards); stands in for ingest and the alert engine in API-only tests."""
     from store import readiness
 
-    host = f"test-{uuid.uuid4().hex[:8]}"
-    for component in readiness.REQUIRED:
-        conn.execute(readiness.UPSERT_READY, {"component": component, "host": host, "pid": 1})
+    checks = {component: (lambda: True) for component in readiness.REQUIRED}
+    reporter = readiness.Reporter(database_url, checks, heartbeat_s=1.0)
+    reporter.start()
+    with db.connection(database_url, autocommit=True) as c:
+        wait_for(lambda: not readiness.components_ready(c)[1], 10, "components reported ready")
     yield
-    conn.execute(readiness.DELETE_PROCESS, {"host": host, "pid": 1})
+    reporter.stop()
