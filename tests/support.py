@@ -421,7 +421,11 @@ class SubscribeGate(TcpProxy):
         super().close()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        if sink.getpeername() != self.target:  # the broker's side: passed on as it is
+        try:  # a socket the proxy accepted is the client's side: what it sends goes to the broker
+            to_broker = source.getsockname()[1] == self.port
+        except OSError:
+            to_broker = False
+        if not to_broker:
             super()._pump(source, sink)
             return
         buffer = b""
