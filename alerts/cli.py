@@ -27,6 +27,7 @@ def run() -> None:
     """Run the alert engine: rules, timers, escalation and notifications (Ctrl-C stops)."""
     from alerts.engine import AlertEngine
     from alerts.settings import AlertSettings
+    from store.readiness import ALERTS, Reporter
 
     cfg = context.settings()
     context.configure_logging(cfg.log_level)
@@ -41,7 +42,10 @@ def run() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     engine.start()
+    readiness = Reporter(cfg.require_database_url(), {ALERTS: engine.listening.is_set})
+    readiness.start()
     done.wait()
+    readiness.stop()
     engine.close()
 
 

@@ -72,6 +72,8 @@ class AlertEngine:
         self._threads: list[threading.Thread] = []
         self._last_run: dict[str, datetime] = {}
         self.app_acks: AppAcks | None = None
+        # Set while the events thread LISTENs: only then is a stored SOS noticed at once.
+        self.listening = threading.Event()
 
     # --- set-up -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -261,11 +263,15 @@ class AlertEngine:
 
     def _listen_on(self, conn: psycopg.Connection) -> None:
         conn.execute("LISTEN eldercare_device_event")
-        self.catch_up_events(conn)
-        while not self.stop_event.is_set():
-            # Drain first: the notifies() generator holds the connection.
-            for note in list(conn.notifies(timeout=0.5, stop_after=1)):
-                self._on_event(conn, int(orjson.loads(note.payload)["id"]))
+        self.listening.set()
+        try:
+            self.catch_up_events(conn)
+            while not self.stop_event.is_set():
+                # Drain first: the notifies() generator holds the connection.
+                for note in list(conn.notifies(timeout=0.5, stop_after=1)):
+                    self._on_event(conn, int(orjson.loads(note.payload)["id"]))
+        finally:
+            self.listening.clear()
 
     def _on_event(self, conn: psycopg.Connection, event_id: int) -> None:
         alert_id = self._guarded_event(conn, event_id)

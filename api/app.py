@@ -20,6 +20,7 @@ from api.metrics import DatabaseCollector
 from api.views import admin, alerts, audit, auth, live, overview, residents
 from eldercare.settings import Settings, load_settings
 from store.db import connect
+from store.readiness import components_ready
 
 
 def create_app(settings: Settings | None = None, *, live_timing: Timing | None = None) -> FastAPI:
@@ -110,12 +111,22 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> JSONResponse:
-        """The database and the broker are reachable."""
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "Not ready: `checks` and `not_ready` say what is not."}},
+    )
+    def readyz(request: Request) -> JSONResponse:
+        """The database and the broker are reachable, and ingest and the alert engine are ready
+        for devices (store/readiness.py; `not_ready` names the components that are not)."""
         checks = {"database": _database_ok(cfg), "broker": _broker_ok(cfg)}
+        body: dict[str, object] = {}
+        if all(checks.values()):
+            with request.app.state.pool.connection() as conn:
+                checks["components"], body["not_ready"] = components_ready(conn)
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        body = {"ready": ready, "checks": checks, **body}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
 

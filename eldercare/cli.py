@@ -63,6 +63,38 @@ def config(json: JsonOpt = False) -> None:
 
 
 @app.command()
+def ready(
+    components: Annotated[
+        list[str] | None,
+        typer.Argument(help="Components to check (default: all that /readyz requires)."),
+    ] = None,
+    here: Annotated[
+        bool,
+        typer.Option("--here", help="Count only processes on this host (a container healthcheck)."),
+    ] = False,
+) -> None:
+    """Exit 0 when the components report ready for devices (ingest subscribed, the alert engine
+    listening; see docs/operations.md), else 1 naming those that do not."""
+    import socket
+
+    from store import readiness
+
+    wanted = components or list(readiness.REQUIRED)
+    unknown = sorted(set(wanted) - set(readiness.REQUIRED))
+    if unknown:
+        fail(f"unknown component {', '.join(unknown)}; one of {', '.join(readiness.REQUIRED)}")
+    with context.database() as conn:
+        rows, now = readiness.load(conn)
+    if here:
+        host = socket.gethostname()
+        rows = [row for row in rows if row.host == host]
+    missing = readiness.not_ready(rows, wanted, now)
+    if missing:
+        fail(f"not ready: {', '.join(missing)}")
+    typer.echo("ready")
+
+
+@app.command()
 def migrate(json: JsonOpt = False) -> None:
     """Create the database if needed and apply pending schema migrations."""
     from devices import service

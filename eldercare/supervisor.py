@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from eldercare.broker import Broker
 from eldercare.localdb import PrivatePostgres, server_url
 from eldercare.ports import free_port, port_is_free
 from eldercare.settings import load_settings, redact_url, var_dir, write_local_env
-from store import db
+from store import db, readiness
 
 ELDERCARE = str(Path(sys.executable).with_name("eldercare"))
 
@@ -132,8 +133,16 @@ def run(options: RunOptions) -> int:
             )
         for child in children:
             child.log = logs / f"{child.name}.log"
-            _start(child)
+            if child.name != "simulator":
+                _start(child)
         _wait_http(f"http://127.0.0.1:{http_port}/healthz", stop)
+        # Devices (the simulator's too) publish only once ingest's sessions exist at the broker:
+        # on a first start, what they sent before would be lost.
+        _say("waiting for ingest to subscribe and the alert engine to listen …")
+        _wait_ready(database_url, children, stop)
+        for child in children:
+            if child.name == "simulator":
+                _start(child)
         logins = _demo_circle(database_url, options, stop) if options.simulate else []
         _say("")
         _say("eldercare is running")
@@ -226,6 +235,46 @@ def _stop(child: Child) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+# Which child reports which components (store/readiness.py).
+READY_FROM = {
+    "ingest": (readiness.INGEST_TELEMETRY,),
+    "ingest-events": (readiness.INGEST_EVENTS, readiness.INGEST_STATUS),
+    "alerts": (readiness.ALERTS,),
+}
+
+
+def _wait_ready(
+    database_url: str, children: list[Child], stop: threading.Event, timeout: float = 60
+) -> None:
+    """Until this run's own children (not another system's on the same database) report ready."""
+    host = socket.gethostname()
+
+    def owners(components: list[str]) -> set[str]:
+        return {name for name, parts in READY_FROM.items() if set(parts) & set(components)}
+
+    deadline = time.monotonic() + timeout
+    with db.connection(database_url, autocommit=True) as conn:
+        while not stop.is_set():
+            processes = {(host, c.process.pid) for c in children if c.process is not None}
+            rows, now = readiness.load(conn)
+            missing = readiness.not_ready(rows, readiness.REQUIRED, now, processes=processes)
+            if not missing:
+                return
+            for child in children:
+                code = child.process.poll() if child.process is not None else None
+                if child.name in owners(missing) and code is not None:
+                    raise RuntimeError(
+                        f"{child.name} exited ({code}) before it was ready; see {child.log}"
+                    )
+            if time.monotonic() >= deadline:
+                logs = sorted({str(c.log) for c in children if c.name in owners(missing)})
+                raise RuntimeError(
+                    f"not ready within {timeout:g}s: {', '.join(missing)} (not subscribed to "
+                    f"the broker or not listening for device events); see {', '.join(logs)}"
+                )
+            stop.wait(0.2)
 
 
 def _wait_http(url: str, stop: threading.Event, timeout: float = 60) -> None:

@@ -19,6 +19,7 @@ from ingest import queries
 from ingest.contract import Reason
 from ingest.settings import IngestSettings
 from ingest.slots import claim_slot
+from store.readiness import Reporter
 
 quarantine_app = typer.Typer(
     help="Messages that were not accepted, with their reasons.", no_args_is_help=True
@@ -98,7 +99,10 @@ def ingest(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     ingestor.start()
+    readiness = Reporter(cfg.require_database_url(), ingestor.readiness_checks())
+    readiness.start()
     done.wait()
+    readiness.stop()  # not ready any more from the moment it begins to stop
     ingestor.stop(leave=leave)
     if claim is not None:
         claim.release()

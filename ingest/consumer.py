@@ -388,6 +388,11 @@ class Ingestor:
     def wait_subscribed(self, timeout: float) -> bool:
         return all(c.connection.subscribed.wait(timeout) for c in self.consumers)
 
+    def readiness_checks(self) -> dict[str, Callable[[], bool]]:
+        """Each broker session is ready once the broker has acknowledged all its subscriptions
+        (store/readiness.py): from then on the broker keeps what devices publish for it."""
+        return {f"ingest-{c.name}": c.connection.subscribed.is_set for c in self.consumers}
+
     def stop(self, *, leave: bool = False) -> None:
         self.maintenance.stop()
         for consumer in self.consumers:

@@ -228,3 +228,18 @@ def circle(conn):
         "desk": centre["duty_desk_id"],
         "centre": centre["id"],
     }
+
+
+@pytest.fixture()
+def ready_components(database_url: str) -> Iterator[None]:
+    """Every component /readyz requires reported ready, with heartbeats, by this test process (its
+    rows deleted afterwards); stands in for ingest and the alert engine in API-only tests."""
+    from store import readiness
+
+    checks = {component: (lambda: True) for component in readiness.REQUIRED}
+    reporter = readiness.Reporter(database_url, checks, heartbeat_s=1.0)
+    reporter.start()
+    with db.connection(database_url, autocommit=True) as c:
+        wait_for(lambda: not readiness.components_ready(c)[1], 10, "components reported ready")
+    yield
+    reporter.stop()

@@ -401,3 +401,58 @@ class TcpProxy:
     def close(self) -> None:
         self.down()
         self.listener.close()
+
+
+class SubscribeGate(TcpProxy):
+    """A proxy in front of the broker that holds every client's SUBSCRIBE (and whatever that
+    client sends after it) until `open()`: a broker slow to acknowledge subscriptions, so that a
+    test can see what a system does between connecting and being subscribed."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.opened = threading.Event()
+        self.held_at: float | None = None  # when the first SUBSCRIBE was held
+        super().__init__("127.0.0.1", broker_port)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def close(self) -> None:
+        self.opened.set()
+        super().close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:  # a socket the proxy accepted is the client's side: what it sends goes to the broker
+            to_broker = source.getsockname()[1] == self.port
+        except OSError:
+            to_broker = False
+        if not to_broker:
+            super()._pump(source, sink)
+            return
+        buffer = b""
+        try:
+            while data := source.recv(65536):
+                buffer += data
+                while (end := _mqtt_packet_end(buffer)) is not None:
+                    if buffer[0] >> 4 == 8 and not self.opened.is_set():  # SUBSCRIBE
+                        self.held_at = self.held_at or time.monotonic()
+                        self.opened.wait()
+                    sink.sendall(buffer[:end])
+                    buffer = buffer[end:]
+        except OSError:
+            pass
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+def _mqtt_packet_end(buffer: bytes) -> int | None:
+    """Length of the first whole MQTT packet in `buffer` (fixed header: type byte, then the
+    remaining length as a variable byte integer), None while it is incomplete."""
+    length, multiplier = 0, 1
+    for index in range(1, min(len(buffer), 5)):
+        length += (buffer[index] & 0x7F) * multiplier
+        if not buffer[index] & 0x80:
+            end = index + 1 + length
+            return end if len(buffer) >= end else None
+        multiplier *= 128
+    return None

@@ -320,10 +320,14 @@ def test_resident_page_data_news2_thresholds_and_overview(client, world, conn):
     assert client.get(f"/api/v1/residents/{rid}/news2", headers=b).status_code == 404
 
 
-def test_health_and_metrics(client, world):
+def test_health_and_metrics(client, world, ready_components):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "broker": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": True,
+        "broker": True,
+        "components": True,
+    }
     text = client.get("/metrics").text
     for name in (
         "eldercare_ingest_messages_last_minute",

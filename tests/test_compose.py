@@ -223,3 +223,25 @@ def test_compose_mounts_the_broker_certificates_and_keeps_plaintext_local(tmp_pa
     assert custom.returncode == 0, custom.stderr
     mounts = json.loads(custom.stdout)["services"]["broker"]["volumes"]
     assert {m["target"]: m["source"] for m in mounts}["/mosquitto/tls"] == "/etc/eldercare/tls"
+
+
+def test_ingest_and_alerts_are_healthy_only_when_ready_and_the_api_waits_for_them(
+    tmp_path: Path,
+) -> None:
+    """Devices are provisioned through the API: it starts once ingest is subscribed and the alert
+    engine listens, each container checking its own processes' readiness rows."""
+    from store import readiness
+
+    services = compose_config(tmp_path)["services"]
+    expected = {
+        "ingest": [readiness.INGEST_TELEMETRY],
+        "ingest-events": [readiness.INGEST_EVENTS, readiness.INGEST_STATUS],
+        "alerts": [readiness.ALERTS],
+    }
+    for name, components in expected.items():
+        test = services[name]["healthcheck"]["test"]
+        assert test == ["CMD", "eldercare", "ready", "--here", *components], name
+    assert {c for parts in expected.values() for c in parts} == set(readiness.REQUIRED)
+    depends = services["api"]["depends_on"]
+    for name in expected:
+        assert depends[name]["condition"] == "service_healthy", name
