@@ -1,0 +1,115 @@
+"""/healthz and /readyz: is the process up, and can it serve (database and broker reachable).
+
+Both are unauthenticated, so a loop of requests must cost nothing per request: /readyz answers from
+one check at most `http_ready_cache_seconds` old, run on the app's connection pool, and callers that
+arrive while a check runs wait for that one instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+
+from eldercare.settings import MqttEndpoint
+
+# A check that does not answer within this long counts as failed: /readyz never hangs a prober.
+CHECK_TIMEOUT_SECONDS = 2.0
+
+router = APIRouter(tags=["health"])
+
+
+def database_checks(conn: psycopg.Connection) -> dict[str, bool]:
+    """Everything /readyz learns from the database, on one pooled connection.
+
+    Further readiness checks that read the database plug in here, each as one more key (e.g.
+    `"components": components_ready(conn)` for ingest and the alert engine)."""
+    conn.execute("SELECT 1")
+    return {"database": True}
+
+
+def broker_reachable(endpoint: MqttEndpoint | None) -> bool:
+    """The broker accepts a TCP connection; opened once per check, i.e. at most once per cache
+    interval, whatever the request rate."""
+    if endpoint is None:
+        return False
+    try:
+        with socket.create_connection(
+            (endpoint.host, endpoint.port), timeout=CHECK_TIMEOUT_SECONDS
+        ):
+            return True
+    except OSError:
+        return False
+
+
+class Readiness:
+    """The cached outcome of the readiness checks, shared by all requests of one app."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool | None,
+        broker: MqttEndpoint | None,
+        *,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.max_age = max_age
+        self.clock = clock
+        # Held while a check runs: concurrent callers queue here and then read its result.
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._checks: dict[str, bool] = {}
+
+    def checks(self) -> dict[str, bool]:
+        with self._lock:
+            now = self.clock()
+            if self._checked_at is None or now - self._checked_at >= self.max_age:
+                self._checks = self._run()
+                # Aged from the end of the check: a slow failing check is not rerun at once.
+                self._checked_at = self.clock()
+            return dict(self._checks)
+
+    def _run(self) -> dict[str, bool]:
+        checks = self._database()
+        checks["broker"] = broker_reachable(self.broker)
+        return checks
+
+    def _database(self) -> dict[str, bool]:
+        if self.pool is None:
+            return {"database": False}
+        try:
+            with self.pool.connection(timeout=CHECK_TIMEOUT_SECONDS) as conn:
+                return database_checks(conn)
+        except psycopg.Error:  # includes the pool's timeout (PoolTimeout is an OperationalError)
+            return {"database": False}
+
+
+def _readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
+
+
+ReadinessDep = Annotated[Readiness, Depends(_readiness)]
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(readiness: ReadinessDep) -> JSONResponse:
+    """The database and the broker are reachable (checked at most every few seconds)."""
+    checks = readiness.checks()
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
