@@ -2,13 +2,13 @@
 
 Both are unauthenticated, so a loop of requests must cost nothing per request: /readyz answers from
 one check at most `http_ready_cache_seconds` old, run on the app's connection pool, and callers that
-arrive while a check runs wait for that one instead of starting their own.
+arrive while a check runs wait for that one (holding no thread) instead of starting their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -50,7 +50,11 @@ def broker_reachable(endpoint: MqttEndpoint | None) -> bool:
 
 
 class Readiness:
-    """The cached outcome of the readiness checks, shared by all requests of one app."""
+    """The cached outcome of the readiness checks, shared by all requests of one app.
+
+    A check runs in a worker thread; callers waiting for it hold no thread of the request pool, so
+    a flood of /readyz during a slow check (a database that does not answer) cannot starve the other
+    endpoints, and a caller that goes away does not cancel the check the others wait for."""
 
     def __init__(
         self,
@@ -64,19 +68,24 @@ class Readiness:
         self.broker = broker
         self.max_age = max_age
         self.clock = clock
-        # Held while a check runs: concurrent callers queue here and then read its result.
-        self._lock = threading.Lock()
         self._checked_at: float | None = None
         self._checks: dict[str, bool] = {}
+        self._in_flight: asyncio.Future[dict[str, bool]] | None = None
 
-    def checks(self) -> dict[str, bool]:
-        with self._lock:
-            now = self.clock()
-            if self._checked_at is None or now - self._checked_at >= self.max_age:
-                self._checks = self._run()
-                # Aged from the end of the check: a slow failing check is not rerun at once.
-                self._checked_at = self.clock()
+    async def checks(self) -> dict[str, bool]:
+        if self._checked_at is not None and self.clock() - self._checked_at < self.max_age:
             return dict(self._checks)
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._run))
+            self._in_flight.add_done_callback(self._finished)
+        return dict(await asyncio.shield(self._in_flight))
+
+    def _finished(self, check: asyncio.Future[dict[str, bool]]) -> None:
+        self._in_flight = None
+        if not check.cancelled() and check.exception() is None:
+            self._checks = check.result()
+            # Aged from the end of the check: a slow failing check is not rerun at once.
+            self._checked_at = self.clock()
 
     def _run(self) -> dict[str, bool]:
         checks = self._database()
@@ -108,8 +117,8 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(readiness: ReadinessDep) -> JSONResponse:
+async def readyz(readiness: ReadinessDep) -> JSONResponse:
     """The database and the broker are reachable (checked at most every few seconds)."""
-    checks = readiness.checks()
+    checks = await readiness.checks()
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
