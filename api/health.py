@@ -8,7 +8,9 @@ arrive while a check runs wait for that one (holding no thread) instead of start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -20,8 +22,11 @@ from psycopg_pool import ConnectionPool
 
 from eldercare.settings import MqttEndpoint
 
-# A check that does not answer within this long counts as failed: /readyz never hangs a prober.
+# Waiting for a pooled connection, and for the broker to accept, at most this long each.
 CHECK_TIMEOUT_SECONDS = 2.0
+# A caller waits at most this long: a database that accepted the query but does not answer (a
+# silent network partition) makes /readyz say not ready instead of hanging the prober.
+CHECK_DEADLINE_SECONDS = 2 * CHECK_TIMEOUT_SECONDS + 1
 
 router = APIRouter(tags=["health"])
 
@@ -71,14 +76,50 @@ class Readiness:
         self._checked_at: float | None = None
         self._checks: dict[str, bool] = {}
         self._in_flight: asyncio.Future[dict[str, bool]] | None = None
+        # What the check in flight has learnt so far (read when it overruns the deadline).
+        self._progress: dict[str, bool] = {}
 
     async def checks(self) -> dict[str, bool]:
         if self._checked_at is not None and self.clock() - self._checked_at < self.max_age:
             return dict(self._checks)
         if self._in_flight is None:
-            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._run))
-            self._in_flight.add_done_callback(self._finished)
-        return dict(await asyncio.shield(self._in_flight))
+            self._in_flight = self._start()
+        try:
+            checks = await asyncio.wait_for(
+                asyncio.shield(self._in_flight), timeout=CHECK_DEADLINE_SECONDS
+            )
+        except TimeoutError:
+            # Still running: not ready, with what is known so far. Later callers wait for the same
+            # check (no second one piles up behind a hung connection).
+            return dict(self._progress)
+        return dict(checks)
+
+    def _start(self) -> asyncio.Future[dict[str, bool]]:
+        """The check in a daemon thread of its own, not the loop's executor: one stuck on a hung
+        connection must not hold up the app's shutdown, which waits for the executor's threads."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, bool]] = loop.create_future()
+        future.add_done_callback(self._finished)
+
+        def deliver(outcome: dict[str, bool] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        def run() -> None:
+            outcome: dict[str, bool] | BaseException
+            try:
+                outcome = self._run()
+            except Exception as exc:  # a bug: the callers get a 500, the next one a new check
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(deliver, outcome)
+
+        threading.Thread(target=run, name="readiness-check", daemon=True).start()
+        return future
 
     def _finished(self, check: asyncio.Future[dict[str, bool]]) -> None:
         self._in_flight = None
@@ -88,9 +129,10 @@ class Readiness:
             self._checked_at = self.clock()
 
     def _run(self) -> dict[str, bool]:
-        checks = self._database()
-        checks["broker"] = broker_reachable(self.broker)
-        return checks
+        progress = self._progress = {"database": False, "broker": False}
+        progress["broker"] = broker_reachable(self.broker)
+        progress.update(self._database())
+        return dict(progress)
 
     def _database(self) -> dict[str, bool]:
         if self.pool is None:

@@ -166,7 +166,9 @@ class MetricsSampler(Collector):
 
     def close(self) -> None:
         self.stop()
-        self._thread.join(timeout=10)
+        # Not longer: a round stuck on a connection the network dropped silently must not hold up
+        # the shutdown (the thread is a daemon and ends with the process).
+        self._thread.join(timeout=2)
 
     def sample(self) -> None:
         """One round, now (the thread calls this every interval)."""

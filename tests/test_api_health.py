@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import create_app
-from api.health import Readiness
+from api.health import CHECK_DEADLINE_SECONDS, Readiness
 from eldercare.ports import free_port
 from eldercare.settings import MqttEndpoint, Settings
 from store import db
@@ -227,5 +227,29 @@ def test_metrics_are_served_from_memory_while_the_database_is_away(settings, own
                 assert scrape.status_code == 200
                 assert time.monotonic() - started < 1, "a scrape waited for the database"
                 assert 'eldercare_alerts_unresolved{severity="warning"} 0.0' in scrape.text
+    finally:
+        database.close()
+
+
+def test_readyz_says_not_ready_in_time_when_the_database_stops_answering(settings, own_database):
+    database = TcpProxy(*_host_port(own_database))
+    cfg = Settings(
+        database_url=_through(own_database, database),
+        mqtt_url=settings.mqtt_url,
+        http_ready_cache_seconds=0,
+    )
+    try:
+        with TestClient(create_app(cfg)) as client:
+            assert client.get("/readyz").status_code == 200
+            database.freeze()  # connections stay open, nothing answers (a silent partition)
+            for _ in range(2):
+                started = time.monotonic()
+                ready = client.get("/readyz")
+                assert time.monotonic() - started < CHECK_DEADLINE_SECONDS + 2
+                assert ready.status_code == 503
+                assert ready.json() == {
+                    "ready": False,
+                    "checks": {"database": False, "broker": True},
+                }
     finally:
         database.close()
