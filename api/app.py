@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import socket
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi.responses import HTMLResponse, JSONResponse
 from psycopg_pool import ConnectionPool
 
+from api import health, metrics
 from api.access import AccessError
 from api.dashboard import VENDOR_URL, mount_dashboard
 from api.hub import LiveHub, Timing
-from api.metrics import DatabaseCollector
 from api.views import admin, alerts, audit, auth, live, overview, residents
-from eldercare.settings import Settings, load_settings
-from store.db import connect
-from store.readiness import components_ready
+from eldercare.settings import MqttEndpoint, Settings, load_settings
 
 
 def create_app(settings: Settings | None = None, *, live_timing: Timing | None = None) -> FastAPI:
@@ -38,13 +35,25 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
             kwargs={"autocommit": True},
             open=True,
         )
+        app.state.readiness = health.Readiness(
+            pool, _broker(cfg), max_age=cfg.http_ready_cache_seconds
+        )
+        sampler = app.state.metrics = metrics.MetricsSampler(
+            pool, cfg.http_metrics_interval_seconds
+        )
+        sampler.start()
+        # The first scrape after start-up has numbers, unless the database is slow to answer.
+        await asyncio.to_thread(sampler.wait_first_round, health.CHECK_TIMEOUT_SECONDS)
         hub = app.state.hub = LiveHub(cfg.require_database_url(), live_timing)
         hub.start()
         try:
             yield
         finally:
             await hub.close()
+            # Closing the pool ends a round that waits for a connection (the database is down).
+            sampler.stop()
             pool.close()
+            sampler.close()
 
     app = FastAPI(
         title="eldercare",
@@ -57,6 +66,8 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
         redoc_url=None,
     )
     for router in (
+        health.router,
+        metrics.router,
         auth.router,
         residents.router,
         alerts.router,
@@ -99,35 +110,6 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
     def overflow(_request: Request, exc: OverflowError) -> JSONResponse:
         return _out_of_range(str(exc))
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics(request: Request) -> PlainTextResponse:
-        """Prometheus metrics: ingest rate and lag, quarantine, unresolved alerts, failed notifications."""
-        registry = CollectorRegistry()
-        registry.register(DatabaseCollector(request.app.state.pool))
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        tags=["health"],
-        responses={503: {"description": "Not ready: `checks` and `not_ready` say what is not."}},
-    )
-    def readyz(request: Request) -> JSONResponse:
-        """The database and the broker are reachable, and ingest and the alert engine are ready
-        for devices (store/readiness.py; `not_ready` names the components that are not)."""
-        checks = {"database": _database_ok(cfg), "broker": _broker_ok(cfg)}
-        body: dict[str, object] = {}
-        if all(checks.values()):
-            with request.app.state.pool.connection() as conn:
-                checks["components"], body["not_ready"] = components_ready(conn)
-        ready = all(checks.values())
-        body = {"ready": ready, "checks": checks, **body}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
     return app
 
 
@@ -137,22 +119,5 @@ def _out_of_range(message: str) -> JSONResponse:
     return JSONResponse({"detail": [error]}, status_code=422)
 
 
-def _database_ok(cfg: Settings) -> bool:
-    if not cfg.database_url:
-        return False
-    try:
-        with connect(cfg.database_url) as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
-def _broker_ok(cfg: Settings) -> bool:
-    if not cfg.mqtt_url:
-        return False
-    try:
-        with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=2):
-            return True
-    except OSError:
-        return False
+def _broker(cfg: Settings) -> MqttEndpoint | None:
+    return cfg.mqtt if cfg.mqtt_url else None

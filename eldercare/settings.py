@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For the API believes
     # for the client's address (rate limits, audit log). Empty: none, the peer's address is used.
     http_trusted_proxies: str = ""
+    # /readyz answers from one check at most this old: a loop of requests costs one database query
+    # and one broker probe per interval, not one connection each.
+    http_ready_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    # /metrics serves aggregates computed in the background this often; scrapes never query.
+    http_metrics_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
     # 'auto' uses TimescaleDB when the extension can be created; 'off' forces plain PostgreSQL;
     # 'require' fails loudly when the extension is missing (production).
     timescale: str = Field(default="auto", pattern="^(auto|off|require)$")

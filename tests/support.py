@@ -345,7 +345,8 @@ def wait_telemetry_stored(conn: Any, device_id: str, count: int) -> None:
 class TcpProxy:
     """Forwards to a server (the database); `down()` cuts every connection and refuses new ones,
     `freeze()` keeps them open but lets nothing through (a silent network partition: no reset,
-    no answer). Outages of the test's own making: the system PostgreSQL is not touched."""
+    no answer). Outages of the test's own making: the system PostgreSQL is not touched.
+    `accepted` counts the connections forwarded so far: what a client really opens."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -353,6 +354,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.is_down = False
         self.frozen = False
+        self.accepted = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -369,6 +371,7 @@ class TcpProxy:
             upstream = socket.create_connection(self.target)
             with self._lock:
                 self._sockets += [client, upstream]
+                self.accepted += 1
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 

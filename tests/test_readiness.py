@@ -102,7 +102,11 @@ def fresh_database(database_url: str, storage_setting: str) -> Iterator[str]:
 def test_readyz_is_503_naming_what_is_missing_or_silent_and_200_when_all_are_ready(
     fresh_database, settings
 ):
-    app = create_app(Settings(database_url=fresh_database, mqtt_url=settings.mqtt_url))
+    # No cache: each request sees the rows as they are now.
+    cfg = Settings(
+        database_url=fresh_database, mqtt_url=settings.mqtt_url, http_ready_cache_seconds=0
+    )
+    app = create_app(cfg)
     with TestClient(app) as client, db.connection(fresh_database, autocommit=True) as conn:
 
         def report(component: str, age: str = "0 s") -> None:
