@@ -1,4 +1,5 @@
-"""The demo care circle of `make run`: a health centre, two family doctors with logins, contracts.
+"""The demo care circle of `make run`: a health centre, two family doctors with logins, contracts,
+and each doctor's app login (a reference app, `eldercare care app-listen`, plays their phones).
 
 Idempotent: a second run finds what the first created; the doctors' passwords are set anew each
 start (only their hashes are stored) and printed once.
@@ -14,6 +15,7 @@ import psycopg
 
 from api.access import hash_password
 from care import service as care
+from devices import service as devices
 
 CENTRE = "演示社区卫生服务中心 (demo health centre)"
 DOCTORS = (
@@ -28,6 +30,9 @@ class DemoLogin:
     password: str
     doctor: str
     residents: int
+    doctor_id: int
+    app_username: str
+    app_password: str
 
 
 def provision(conn: psycopg.Connection, resident_ids: list[int]) -> list[DemoLogin]:
@@ -72,5 +77,10 @@ def provision(conn: psycopg.Connection, resident_ids: list[int]) -> list[DemoLog
                 "UPDATE resident SET institution_id = %s WHERE id = %s AND institution_id IS NULL",
                 (centre_id, resident_id),
             )
-        logins.append(DemoLogin(username, password, name, len(mine)))
+        # Without an app to acknowledge them, every critical alert's app notification would fail
+        # ("no app login") or wait a day: the demo's doctors have phones too.
+        app = devices.create_doctor_login(conn, doctor_id=doctor_id, rotate=True)
+        logins.append(
+            DemoLogin(username, password, name, len(mine), doctor_id, app.username, app.password)
+        )
     return logins

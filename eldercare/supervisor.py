@@ -37,6 +37,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     log: Path = field(default_factory=Path)
+    # Added to the environment (secrets such as an app's password: never on the command line).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +146,18 @@ def run(options: RunOptions) -> int:
             if child.name == "simulator":
                 _start(child)
         logins = _demo_circle(database_url, options, stop) if options.simulate else []
+        for login in logins:
+            # The demo doctors' phones: each notification to their app is received and acknowledged.
+            app = Child(
+                f"app-{login.doctor_id}",
+                ["care", "app-listen", str(login.doctor_id)],
+                log=logs / f"app-{login.doctor_id}.log",
+                env={"ELDERCARE_APP_PASSWORD": login.app_password},
+            )
+            if broker is not None:
+                _wait_login(broker, login.app_username, login.app_password, stop)
+            children.append(app)
+            _start(app)
         _say("")
         _say("eldercare is running")
         _say(
@@ -156,6 +170,11 @@ def run(options: RunOptions) -> int:
             f"  HTTP     : http://127.0.0.1:{http_port}  (health: /healthz, /readyz; API docs: /docs)"
         )
         _say(f"  logs     : {logs}")
+        if logins:
+            _say(
+                "  apps     : the demo doctors' phones are played by `eldercare care app-listen` "
+                "(logs/app-<doctor>.log)"
+            )
         _say(
             "  try      : .venv/bin/eldercare residents list; .venv/bin/eldercare readings --resident 1 --since 10m"
         )
@@ -218,10 +237,30 @@ def _demo_circle(database_url: str, options: RunOptions, stop: threading.Event) 
     return []
 
 
+def _wait_login(
+    broker: Broker, username: str, password: str, stop: threading.Event, timeout: float = 30
+) -> None:
+    """Until `broker sync --watch` has given the broker this new login."""
+    from eldercare.mqtt import accepts_login
+    from eldercare.settings import MqttEndpoint
+
+    endpoint = MqttEndpoint("127.0.0.1", broker.port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        if accepts_login(endpoint, username, password, timeout=2):
+            return
+        stop.wait(0.3)
+    _say(f"warning: the broker does not accept {username} yet; see var/logs/broker-sync.log")
+
+
 def _start(child: Child) -> None:
     with open(child.log, "ab") as log:
         child.process = subprocess.Popen(
-            [ELDERCARE, *child.args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [ELDERCARE, *child.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **child.env} if child.env else None,
         )
 
 

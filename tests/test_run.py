@@ -73,6 +73,16 @@ def test_run_brings_everything_up_and_stops_cleanly_keeping_data(database_url, t
             )
             with urllib.request.urlopen(config["http_url"] + "/readyz", timeout=5) as response:
                 assert response.status == 200
+            # The demo doctors' phones (`care app-listen`) receive and acknowledge their
+            # notifications, logged in with their own app logins.
+            logs = tmp_path / "var" / "logs"
+            wait_for(
+                lambda: (
+                    len([p for p in logs.glob("app-*.log") if "listening as" in p.read_text()]) == 2
+                ),
+                30,
+                "both demo doctors' apps listening",
+            )
             residents = wait_for(
                 lambda: cli_json("residents", "list", env=env), 60, "demo residents"
             )
