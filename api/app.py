@@ -18,6 +18,7 @@ from api.dashboard import VENDOR_URL, mount_dashboard
 from api.hub import LiveHub, Timing
 from api.views import admin, alerts, audit, auth, live, overview, residents
 from eldercare.settings import MqttEndpoint, Settings, load_settings
+from store import db
 
 
 def create_app(settings: Settings | None = None, *, live_timing: Timing | None = None) -> FastAPI:
@@ -29,7 +30,9 @@ def create_app(settings: Settings | None = None, *, live_timing: Timing | None =
         app.state.database_url = cfg.require_database_url()
         # Local names for the shutdown: a test client may run the lifespan again meanwhile.
         pool = app.state.pool = ConnectionPool(
-            cfg.require_database_url(),
+            # Keepalives and timeouts like every other connection: a request must not wait for
+            # hours on a database host that vanished (store/db.py).
+            db.conninfo(cfg.require_database_url(), "eldercare-api"),
             min_size=1,
             max_size=10,
             kwargs={"autocommit": True},

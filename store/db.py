@@ -18,12 +18,15 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-# Keepalives let a process notice a dead database host instead of waiting forever on a socket.
+# Keepalives let a process notice a dead database host instead of waiting forever on a socket;
+# keepalives cover idle connections only, so a query sent into a silent network partition is
+# bounded by tcp_user_timeout (ms of unacknowledged data; a long query is acknowledged at once).
 _KEEPALIVE = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
 }
 
 
@@ -35,13 +38,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
 
 
+def conninfo(url: str, application_name: str = "eldercare") -> str:
+    """`url` with the settings every connection of ours uses (timeouts, keepalives, a name)."""
+    return make_conninfo(url, application_name=application_name, connect_timeout=10, **_KEEPALIVE)
+
+
 def connect(
     url: str, *, autocommit: bool = False, application_name: str = "eldercare"
 ) -> psycopg.Connection:
-    conninfo = make_conninfo(
-        url, application_name=application_name, connect_timeout=10, **_KEEPALIVE
-    )
-    return psycopg.connect(conninfo, autocommit=autocommit)
+    return psycopg.connect(conninfo(url, application_name), autocommit=autocommit)
 
 
 @retry(

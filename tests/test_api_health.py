@@ -278,3 +278,14 @@ def test_readyz_says_not_ready_in_time_when_the_database_stops_answering(setting
                 }
     finally:
         database.close()
+
+
+def test_the_apis_pooled_connections_notice_a_vanished_database_host(settings):
+    """Keepalives and a TCP user timeout like every other connection of ours (store/db.py): without
+    them a request sent into a silent network partition waits for the kernel's retransmissions,
+    a quarter of an hour. Fails on main: the pool used the bare URL."""
+    with TestClient(create_app(settings)) as client, client.app.state.pool.connection() as conn:
+        params = conn.info.get_parameters()
+        name = conn.execute("SELECT current_setting('application_name')").fetchone()
+    assert params.get("tcp_user_timeout") == "30000" and params.get("keepalives") == "1"
+    assert name == ("eldercare-api",)
