@@ -101,7 +101,6 @@ CROSS JOIN unnest(%(residents)s::bigint[]) r
 CROSS JOIN (SELECT * FROM jsonb_to_recordset(%(metrics)s::jsonb)
             AS j(metric text, base float8, swing float8, noise float8, decimals int)) m
 """
-REFRESH = "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)"
 COMPRESS_DAY = """
 SELECT count(compress_chunk(c, if_not_compressed => true))
 FROM show_chunks('reading', older_than => %(end)s::timestamptz, newer_than => %(start)s::timestamptz) c
@@ -274,7 +273,7 @@ class History:
             rollups.refresh(conn, storage=storage, now=min(end, datetime.now(UTC)))
             return
         for view in ("reading_hour", "reading_day"):
-            conn.execute(REFRESH, (view, start, end))
+            rollups.refresh_aggregate(conn, view, start, end)
         if end <= compress_before:
             conn.execute(COMPRESS_DAY, {"start": start, "end": end})
 

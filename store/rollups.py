@@ -169,6 +169,20 @@ def _bucket_start(moment: datetime, width: timedelta) -> datetime:
     return origin + (moment - origin) // width * width
 
 
+def refresh_aggregate(conn: psycopg.Connection, view: str, start: datetime, end: datetime) -> None:
+    """TimescaleDB: refresh one continuous aggregate over [start, end). A policy job (or another
+    caller) refreshing an overlapping window makes TimescaleDB refuse at once rather than wait:
+    wait for it instead, giving up (and raising) after REFRESH_WAIT_S."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        wait=wait_exponential(multiplier=0.05, max=2),
+        stop=stop_after_delay(REFRESH_WAIT_S),
+        reraise=True,
+    ):
+        with attempt:
+            conn.execute(TIMESCALE_REFRESH, (view, start, end))
+
+
 def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
     """Bring the hourly and daily rollups up to `now` (complete buckets only); returns the number of
     buckets written (plain PostgreSQL) or refreshed views (TimescaleDB). `conn` must be in
@@ -178,20 +192,9 @@ def refresh(conn: psycopg.Connection, *, storage: str, now: datetime) -> int:
         # caller wants all resolutions to agree, not only the two plain PostgreSQL materializes.
         for rollup in ROLLUPS:
             width = _interval(rollup.width)
-            # A policy job (or another caller) refreshing an overlapping window makes TimescaleDB
-            # refuse at once rather than wait: wait for it instead, as the plain layout's lock
-            # holder would have done the work anyway; give up (and raise) after a minute.
-            for attempt in Retrying(
-                retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
-                wait=wait_exponential(multiplier=0.05, max=2),
-                stop=stop_after_delay(REFRESH_WAIT_S),
-                reraise=True,
-            ):
-                with attempt:
-                    conn.execute(
-                        TIMESCALE_REFRESH,
-                        (rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width)),
-                    )
+            refresh_aggregate(
+                conn, rollup.view, now - TIMESCALE_REFRESH_BACK, _bucket_start(now, width)
+            )
         return len(ROLLUPS)
     from ingest.metrics import METRICS
 
