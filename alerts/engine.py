@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from alerts import facts, outbox, queries, service
+from alerts import escalation, facts, lifecycle, outbox, queries
 from alerts.app_acks import AppAcks
 from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
@@ -133,7 +133,7 @@ class AlertEngine:
             if kind in ("sos", "fall"):
                 # Late (reported long after it happened) or live: alerts/device_events.py.
                 finding = event_finding(kind, event_id, device_id, occurred_at, received_at)
-                alert = service.raise_finding(
+                alert = lifecycle.raise_finding(
                     conn,
                     resident_id=resident_id,
                     finding=finding,
@@ -143,7 +143,7 @@ class AlertEngine:
                     actor=f"device:{device_id}",
                 )
             elif kind in CANCELS:
-                alert = service.cancel_from_device(
+                alert = lifecycle.cancel_from_device(
                     conn,
                     resident_id=resident_id,
                     device_id=device_id,
@@ -201,22 +201,24 @@ class AlertEngine:
     ) -> list[Finding]:
         findings = evaluate(self.window(conn, resident_id, now))
         for finding in findings:
-            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+            lifecycle.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         with conn.transaction():
-            service.settle_cleared(conn, resident_id, {f.rule for f in findings}, CLEARS_AFTER, now)
+            lifecycle.settle_cleared(
+                conn, resident_id, {f.rule for f in findings}, CLEARS_AFTER, now
+            )
         return findings
 
     def check_devices(self, conn: psycopg.Connection, now: datetime) -> None:
         devices = [DeviceState(*row) for row in conn.execute(queries.DEVICE_STATES).fetchall()]
         found = device_findings(devices, now)
         for resident_id, finding in found:
-            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+            lifecycle.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         active = {f.rule for _, f in found}
         for alert_id, rule, status, bound in conn.execute(
             queries.UNRESOLVED_DEVICE_ALERTS
         ).fetchall():
             if rule not in active:
-                service.resolve(
+                lifecycle.resolve(
                     conn,
                     alert_id,
                     actor="system",
@@ -239,7 +241,7 @@ class AlertEngine:
             self.evaluate_readings(conn, now)
         if self._every("devices", self.config.device_check_every_s, now):
             self.check_devices(conn, now)
-        service.run_due(conn, now)
+        escalation.run_due(conn, now)
         outbox.dispatch(conn, self.fast, now)
 
     # --- threads ------------------------------------------------------------------------------

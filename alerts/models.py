@@ -16,6 +16,10 @@ def worse(a: str, b: str) -> bool:
     return SEVERITY_RANK[a] > SEVERITY_RANK[b]
 
 
+class AlertError(Exception):
+    """An action the alert life cycle refuses; the message says why."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """What a rule found about one resident at one moment: raise (or keep) this alert."""

@@ -308,7 +308,7 @@ def add_webhook(
 ) -> dict[str, Any]:
     """A platform receiving alerts by signed webhook. With `institution_id`, that institution's
     alerts only, including the emergency contacts to call (names and phones); without, every
-    institution's alerts, never with contacts (alerts/service.py _to_contacts)."""
+    institution's alerts, never with contacts (alerts/fanout.py to_contacts)."""
     if not url.startswith(("http://", "https://")):
         raise CareError("the webhook URL must start with http:// or https://")
     if min_severity not in ("info", "warning", "critical"):
