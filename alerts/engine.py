@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import paho.mqtt.client as paho
 import psycopg
 
 from alerts import escalation, facts, lifecycle, outbox, queries
@@ -39,7 +40,7 @@ from alerts.rules import (
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from alerts.window import METRICS, load_window
-from eldercare.mqtt import _Client, connect_blocking, new_client
+from eldercare.mqtt import connect_blocking, new_client
 from eldercare.settings import Settings
 from store.db import keep_connected
 
@@ -58,7 +59,7 @@ class AlertEngine:
         self.clock = clock or SystemClock()
         self.url = settings.require_database_url()
         self.stop_event = threading.Event()
-        self.client: _Client = new_client(
+        self.client: paho.Client = new_client(
             f"eldercare-alerts-{id(self):x}",
             username=settings.mqtt_service_username,
             password=settings.mqtt_service_password,
