@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.models import Finding
+from alerts.models import AlertState, Finding
 from alerts.rules import TITLES
 
 LATE_AFTER = timedelta(hours=1)
@@ -76,7 +76,7 @@ class Press:
 def cancel_refusal(
     *,
     rule: str,
-    alert_state: str,
+    alert_state: AlertState,
     acknowledged: bool,
     presses: list[Press],
     device_id: str,

@@ -20,7 +20,7 @@ import psycopg
 from alerts import fanout, queries, transitions
 from alerts.channels.base import Recipient
 from alerts.circle import load_circle, load_policy, resident_institution
-from alerts.models import Alert
+from alerts.models import Alert, AlertState
 from alerts.routing import Person, tier_people
 
 # A contact delivery no platform has accepted by then: the duty desk is asked to call instead.
@@ -95,7 +95,7 @@ def advance(
     return transitions.lock(conn, alert.id)
 
 
-def _with_state(alert: Alert, state: str) -> Alert:
+def _with_state(alert: Alert, state: AlertState) -> Alert:
     return Alert(**{**asdict(alert), "state": state})
 
 

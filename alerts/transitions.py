@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from alerts import queries
-from alerts.models import Alert, AlertError
+from alerts.models import Alert, AlertError, AlertState, Severity
 
 
 def lock(conn: psycopg.Connection, alert_id: int) -> Alert:
@@ -35,8 +35,8 @@ def record(
     now: datetime,
     actor: str,
     action: str,
-    to_state: str,
-    severity: str | None = None,
+    to_state: AlertState,
+    severity: Severity | None = None,
     note: str | None = None,
 ) -> int:
     row = conn.execute(

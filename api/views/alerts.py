@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, StringConstraints
 
 from alerts import lifecycle, transitions
-from alerts.models import AlertError
+from alerts.models import AlertError, Severity
 from api import cursor, queries
 from api.access import Principal, audit
 from api.deps import Caller, Conn, IdPath, IdQuery, client_address
@@ -115,7 +115,7 @@ def list_alerts(
     response: Response,
     state: Literal["unresolved", "pending", "open", "acknowledged", "resolved"]
     | None = "unresolved",
-    severity: Literal["info", "warning", "critical"] | None = None,
+    severity: Severity | None = None,
     resident_id: IdQuery = None,
     since: Annotated[datetime | None, Query(description="opened at or after")] = None,
     until: Annotated[datetime | None, Query(description="opened before")] = None,
