@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.models import AlertState, Finding
-from alerts.rules import TITLES
+from alerts.rules.window import TITLES
 
 LATE_AFTER = timedelta(hours=1)
 EVENT_RULES = frozenset({"sos", "fall"})

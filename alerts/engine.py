@@ -29,14 +29,9 @@ from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
 from alerts.device_events import CANCELS, event_finding
 from alerts.models import Finding
-from alerts.rules import (
-    CLEARS_AFTER,
-    LOOKBACKS,
-    NEWS2_LONE_SAMPLE_AFTER,
-    REALTIME,
-    Window,
-    evaluate,
-)
+from alerts.rules.early_warning import NEWS2_LONE_SAMPLE_AFTER
+from alerts.rules.table import CLEARS_AFTER, evaluate
+from alerts.rules.window import LOOKBACKS, REALTIME, Window
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from alerts.window import METRICS, load_window

@@ -261,12 +261,12 @@ def set_threshold(
     set_by: str,
 ) -> dict[str, Any]:
     """The doctor's limits for one resident and metric. A side given as None keeps the rule's
-    default (alerts/rules.py effective_limits): `high=200` for systolic_bp raises the crisis limit
+    default (alerts/rules/limits.py effective_limits): `high=200` for systolic_bp raises the crisis limit
     and leaves hypotension at ≤ 90. Both None puts the metric back on the defaults. Each side must
     be one a reading can cross (check_threshold), and the limits that result must leave room
     between them, or every reading would alert (ThresholdError). The answer also holds the
     limits in force (`effective`) and the override replaced (`previous`, None if none)."""
-    from alerts.rules import Limits, defaults_for, effective_limits
+    from alerts.rules.limits import Limits, defaults_for, effective_limits
 
     check_threshold(metric, low=low, high=high)
     with conn.transaction():

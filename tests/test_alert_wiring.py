@@ -17,7 +17,8 @@ from alerts.clearing import EVIDENCE
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
-from alerts.rules import LOOKBACKS, READING_RULE_KEYS, RULES, Sample, Window, evaluate
+from alerts.rules.table import READING_RULE_KEYS, RULES, evaluate
+from alerts.rules.window import LOOKBACKS, Sample, Window
 from alerts.settings import AlertSettings
 from devices import service as devices
 from ingest.metrics import METRICS
