@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from alerts import escalation, fanout, queries, transitions
 from alerts.clearing import clearing_evidence, freshness, metrics_of
 from alerts.device_events import EVENT_RULES, Press, cancel_refusal
-from alerts.models import Alert, AlertError, Finding, worse
+from alerts.models import Alert, AlertError, AlertState, Finding, worse
 
 # A reading alert raised again this soon after a person resolved it says so (the condition persists).
 PERSISTS_WITHIN = timedelta(hours=1)
@@ -133,15 +133,7 @@ def _worsen(
         return updated  # its round starts when the window ends, under the new severity's policy
     base = updated.escalation_base or updated.opened_at
     if updated.state == "acknowledged":
-        transitions.record(
-            conn,
-            updated,
-            now,
-            "system",
-            "reopened",
-            "open",
-            note=f"worse ({finding.severity}) after the acknowledgement",
-        )
+        _reopen(conn, updated, now, f"worse ({finding.severity}) after the acknowledgement")
         base = now
     conn.execute(queries.NEW_ROUND, {"id": existing.id, "base": base})
     return escalation.advance(conn, transitions.lock(conn, existing.id), now, already=told)
@@ -156,16 +148,10 @@ def _event_again(
     if late:
         # History: counted and recorded, nobody is alarmed again, the alert keeps what it says.
         conn.execute(queries.COUNT_OCCURRENCE, (existing.id,))
-        transitions.record(
-            conn,
-            existing,
-            now,
-            actor,
-            "repeated",
-            existing.state,
-            note=f"late {finding.rule} event from {source}, occurred "
-            f"{finding.detail.get('occurred_at')}",
+        why = (
+            f"late {finding.rule} event from {source}, occurred {finding.detail.get('occurred_at')}"
         )
+        transitions.record(conn, existing, now, actor, "repeated", existing.state, note=why)
         return transitions.lock(conn, existing.id)
     conn.execute(
         queries.REPEAT_ALERT, {"id": existing.id, "now": now, "detail": Jsonb(finding.detail)}
@@ -195,18 +181,15 @@ def _event_again(
     fanout.to_device(conn, updated, "repeated", key, now, "doctor_notified", finding.device_id)
     if existing.state == "acknowledged" or existing.late:
         if existing.state == "acknowledged":
-            transitions.record(
-                conn,
-                updated,
-                now,
-                "system",
-                "reopened",
-                "open",
-                note=f"{finding.rule} again after the acknowledgement",
-            )
+            _reopen(conn, updated, now, f"{finding.rule} again after the acknowledgement")
         conn.execute(queries.NEW_ROUND, {"id": existing.id, "base": now})
         updated = escalation.advance(conn, transitions.lock(conn, existing.id), now, already=told)
     return updated
+
+
+def _reopen(conn: psycopg.Connection, alert: Alert, now: datetime, why: str) -> None:
+    """An acknowledged alert open again: the acknowledgement was for what was known then."""
+    transitions.record(conn, alert, now, "system", "reopened", "open", note=why)
 
 
 def acknowledge(
@@ -220,27 +203,33 @@ def acknowledge(
         if alert.state == "acknowledged":
             return alert
         tid = transitions.record(conn, alert, now, actor, "acknowledged", "acknowledged", note=note)
-        conn.execute(
-            queries.SET_STATE,
-            {"id": alert_id, "state": "acknowledged", "now": now, "actor": actor, "note": None},
-        )
-        updated = transitions.lock(conn, alert_id)
+        updated = _set_state(conn, alert_id, "acknowledged", now=now, actor=actor, note=None)
         key = f"a{alert_id}:ack{tid}"
         # People (doctors' apps, mail) are told who by name; the actor may hold a username.
         row = conn.execute(queries.ACTOR_NAME, (actor,)).fetchone()
         by = row[0] if row else actor
-        fanout.to_people(
-            conn,
-            updated,
-            "acknowledged",
-            key,
-            fanout.notified(conn, updated, now, False),
-            now,
-            by=by,
-        )
+        people = fanout.notified(conn, updated, now, False)
+        fanout.to_people(conn, updated, "acknowledged", key, people, now, by=by)
         fanout.to_webhooks(conn, updated, "acknowledged", key, now)
         fanout.to_device(conn, updated, "acknowledged", key, now, "help_coming")
         return updated
+
+
+def _set_state(
+    conn: psycopg.Connection,
+    alert_id: int,
+    state: AlertState,
+    *,
+    now: datetime,
+    actor: str,
+    note: str | None,
+) -> Alert:
+    """Acknowledged or resolved, by whom and when (`note`: a resolution's); the row as it is now."""
+    conn.execute(
+        queries.SET_STATE,
+        {"id": alert_id, "state": state, "now": now, "actor": actor, "note": note},
+    )
+    return transitions.lock(conn, alert_id)
 
 
 def snooze(
@@ -292,22 +281,11 @@ def resolve(
         if alert.state == "resolved":
             raise AlertError(f"alert {alert_id} is already resolved")
         tid = transitions.record(conn, alert, now, actor, "resolved", "resolved", note=note)
-        conn.execute(
-            queries.SET_STATE,
-            {"id": alert_id, "state": "resolved", "now": now, "actor": actor, "note": note},
-        )
-        updated = transitions.lock(conn, alert_id)
+        updated = _set_state(conn, alert_id, "resolved", now=now, actor=actor, note=note)
         key = f"a{alert_id}:res{tid}"
         if alert.state != "pending":
-            fanout.to_people(
-                conn,
-                updated,
-                "resolved",
-                key,
-                fanout.notified(conn, updated, now, False),
-                now,
-                note=note,
-            )
+            people = fanout.notified(conn, updated, now, False)
+            fanout.to_people(conn, updated, "resolved", key, people, now, note=note)
             fanout.to_webhooks(conn, updated, "resolved", key, now)
         return updated
 
@@ -353,16 +331,11 @@ def cancel_from_device(
                 automatic=True,
                 note=f"cancelled on the device ({kind})",
             )
-        transitions.record(
-            conn,
-            found,
-            now,
-            actor,
-            "device_cancel",
-            found.state,
-            note=f"{kind} from {device_id} at {cancelled_at.isoformat()} does not count: "
-            f"{refusal}; a person must check and resolve",
+        why = (
+            f"{kind} from {device_id} at {cancelled_at.isoformat()} does not count: "
+            f"{refusal}; a person must check and resolve"
         )
+        transitions.record(conn, found, now, actor, "device_cancel", found.state, note=why)
         return transitions.lock(conn, found.id)
 
 

@@ -14,16 +14,17 @@ from alerts.models import Alert, AlertError, AlertState, Severity
 
 
 def lock(conn: psycopg.Connection, alert_id: int) -> Alert:
-    with conn.cursor(row_factory=class_row(Alert)) as cur:
-        alert = cur.execute(queries.LOCK_ALERT, (alert_id,)).fetchone()
-    if alert is None:
-        raise AlertError(f"no alert {alert_id}: see `eldercare alerts list`")
-    return alert
+    """The alert, locked until the caller's transaction ends (the change it is about to make)."""
+    return _one(conn, queries.LOCK_ALERT, alert_id)
 
 
 def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
+    return _one(conn, queries.SELECT_ALERT, alert_id)
+
+
+def _one(conn: psycopg.Connection, query: str, alert_id: int) -> Alert:
     with conn.cursor(row_factory=class_row(Alert)) as cur:
-        alert = cur.execute(queries.SELECT_ALERT, (alert_id,)).fetchone()
+        alert = cur.execute(query, (alert_id,)).fetchone()
     if alert is None:
         raise AlertError(f"no alert {alert_id}: see `eldercare alerts list`")
     return alert
