@@ -9,6 +9,7 @@ import psycopg
 
 from alerts import queries
 from alerts.channels.base import Recipient
+from alerts.models import Severity
 from alerts.routing import CareCircle, Person, Policy
 
 
@@ -61,7 +62,7 @@ def load_circle(conn: psycopg.Connection, resident_id: int | None, now: datetime
     return CareCircle(doctor, team, desk, partner_desk, contacts)
 
 
-def load_policy(conn: psycopg.Connection, severity: str, institution_id: int | None) -> Policy:
+def load_policy(conn: psycopg.Connection, severity: Severity, institution_id: int | None) -> Policy:
     row = conn.execute(
         queries.POLICY, {"severity": severity, "institution_id": institution_id}
     ).fetchone()

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from alerts import queries, service
-from alerts.models import Alert
-from alerts.service import AlertError
+from alerts import lifecycle, queries, transitions
+from alerts.models import Alert, AlertError
 from eldercare import context
 from eldercare.output import emit_json, fail, parse_duration, table
 
@@ -87,7 +86,7 @@ def show(alert_id: int, json: JsonOpt = False) -> None:
     """One alert with its timeline and notifications."""
     with context.database() as conn:
         try:
-            alert = service.get_alert(conn, alert_id)
+            alert = transitions.get_alert(conn, alert_id)
         except AlertError as exc:
             fail(str(exc))
         timeline = conn.execute(queries.TIMELINE, (alert_id,)).fetchall()
@@ -157,7 +156,7 @@ def ack(
     json: JsonOpt = False,
 ) -> None:
     """Acknowledge: reminders and escalation stop for this alert; SOS devices hear that help is coming."""
-    _act(json, service.acknowledge, alert_id, actor=by, note=note)
+    _act(json, lifecycle.acknowledge, alert_id, actor=by, note=note)
 
 
 @alerts_app.command("snooze")
@@ -169,7 +168,7 @@ def snooze(
 ) -> None:
     """Pause this alert's reminders for one doctor (refused for critical alerts)."""
     until = datetime.now(UTC) + parse_duration(for_)
-    _act(json, service.snooze, alert_id, doctor_id=doctor, until=until)
+    _act(json, lifecycle.snooze, alert_id, doctor_id=doctor, until=until)
 
 
 @alerts_app.command("resolve")
@@ -180,7 +179,7 @@ def resolve(
     json: JsonOpt = False,
 ) -> None:
     """Resolve an alert with a note."""
-    _act(json, service.resolve, alert_id, actor=by, note=note)
+    _act(json, lifecycle.resolve, alert_id, actor=by, note=note)
 
 
 @alerts_app.command("comment")
@@ -195,4 +194,4 @@ def comment(
     """Add a note to an alert's timeline; its state does not change."""
     import getpass
 
-    _act(json, service.comment, alert_id, actor=by or f"cli:{getpass.getuser()}", note=note)
+    _act(json, lifecycle.comment, alert_id, actor=by or f"cli:{getpass.getuser()}", note=note)

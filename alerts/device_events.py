@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.models import Finding
-from alerts.rules import TITLES
+from alerts.models import AlertState, Finding
+from alerts.rules.window import TITLES
 
 LATE_AFTER = timedelta(hours=1)
 EVENT_RULES = frozenset({"sos", "fall"})
@@ -76,7 +76,7 @@ class Press:
 def cancel_refusal(
     *,
     rule: str,
-    alert_state: str,
+    alert_state: AlertState,
     acknowledged: bool,
     presses: list[Press],
     device_id: str,

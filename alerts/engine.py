@@ -19,27 +19,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import paho.mqtt.client as paho
 import psycopg
 
-from alerts import facts, outbox, queries, service
+from alerts import escalation, facts, lifecycle, outbox, queries
 from alerts.app_acks import AppAcks
 from alerts.channels.base import Channel
 from alerts.channels.mqtt import DeviceAckChannel, DoctorTopicChannel
 from alerts.clock import Clock, SystemClock
 from alerts.device_events import CANCELS, event_finding
 from alerts.models import Finding
-from alerts.rules import (
-    CLEARS_AFTER,
-    LOOKBACKS,
-    NEWS2_LONE_SAMPLE_AFTER,
-    REALTIME,
-    Window,
-    evaluate,
-)
+from alerts.rules.early_warning import NEWS2_LONE_SAMPLE_AFTER
+from alerts.rules.table import CLEARS_AFTER, evaluate
+from alerts.rules.window import LOOKBACKS, REALTIME, Window
 from alerts.settings import AlertSettings
 from alerts.timers import DeviceState, device_findings
 from alerts.window import METRICS, load_window
-from eldercare.mqtt import _Client, connect_blocking, new_client
+from eldercare.mqtt import connect_blocking, new_client
 from eldercare.settings import Settings
 from store.db import keep_connected
 
@@ -58,7 +54,7 @@ class AlertEngine:
         self.clock = clock or SystemClock()
         self.url = settings.require_database_url()
         self.stop_event = threading.Event()
-        self.client: _Client = new_client(
+        self.client: paho.Client = new_client(
             f"eldercare-alerts-{id(self):x}",
             username=settings.mqtt_service_username,
             password=settings.mqtt_service_password,
@@ -133,7 +129,7 @@ class AlertEngine:
             if kind in ("sos", "fall"):
                 # Late (reported long after it happened) or live: alerts/device_events.py.
                 finding = event_finding(kind, event_id, device_id, occurred_at, received_at)
-                alert = service.raise_finding(
+                alert = lifecycle.raise_finding(
                     conn,
                     resident_id=resident_id,
                     finding=finding,
@@ -143,7 +139,7 @@ class AlertEngine:
                     actor=f"device:{device_id}",
                 )
             elif kind in CANCELS:
-                alert = service.cancel_from_device(
+                alert = lifecycle.cancel_from_device(
                     conn,
                     resident_id=resident_id,
                     device_id=device_id,
@@ -201,22 +197,24 @@ class AlertEngine:
     ) -> list[Finding]:
         findings = evaluate(self.window(conn, resident_id, now))
         for finding in findings:
-            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+            lifecycle.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         with conn.transaction():
-            service.settle_cleared(conn, resident_id, {f.rule for f in findings}, CLEARS_AFTER, now)
+            lifecycle.settle_cleared(
+                conn, resident_id, {f.rule for f in findings}, CLEARS_AFTER, now
+            )
         return findings
 
     def check_devices(self, conn: psycopg.Connection, now: datetime) -> None:
         devices = [DeviceState(*row) for row in conn.execute(queries.DEVICE_STATES).fetchall()]
         found = device_findings(devices, now)
         for resident_id, finding in found:
-            service.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
+            lifecycle.raise_finding(conn, resident_id=resident_id, finding=finding, now=now)
         active = {f.rule for _, f in found}
         for alert_id, rule, status, bound in conn.execute(
             queries.UNRESOLVED_DEVICE_ALERTS
         ).fetchall():
             if rule not in active:
-                service.resolve(
+                lifecycle.resolve(
                     conn,
                     alert_id,
                     actor="system",
@@ -239,7 +237,7 @@ class AlertEngine:
             self.evaluate_readings(conn, now)
         if self._every("devices", self.config.device_check_every_s, now):
             self.check_devices(conn, now)
-        service.run_due(conn, now)
+        escalation.run_due(conn, now)
         outbox.dispatch(conn, self.fast, now)
 
     # --- threads ------------------------------------------------------------------------------

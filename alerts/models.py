@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+# The one definition of the severities, mildest first: a severity's rank is its position.
 Severity = Literal["info", "warning", "critical"]
-SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
-SEVERITY_ZH: dict[str, str] = {"info": "提示", "warning": "警告", "critical": "紧急"}
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+# An alert's states (the `alert.state` column): pending (a fall's cancel window), open,
+# acknowledged, resolved.
+AlertState = Literal["pending", "open", "acknowledged", "resolved"]
 
 
-def worse(a: str, b: str) -> bool:
+def worse(a: Severity, b: Severity) -> bool:
     """True when severity `a` is worse than `b`."""
     return SEVERITY_RANK[a] > SEVERITY_RANK[b]
+
+
+class AlertError(Exception):
+    """An action the alert life cycle refuses; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,8 @@ class Alert:
     id: int
     resident_id: int | None
     rule: str
-    severity: str
-    state: str
+    severity: Severity
+    state: AlertState
     title: str
     detail: dict[str, Any]
     device_id: str | None

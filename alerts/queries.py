@@ -332,7 +332,7 @@ WHERE id = %s AND alert_processed_at IS NULL FOR UPDATE SKIP LOCKED
 
 MARK_EVENT = "UPDATE device_event SET alert_processed_at = %s WHERE id = %s"
 
-# Residents to evaluate: new readings still fresh for their metric (alerts/rules.py LOOKBACKS: an
+# Residents to evaluate: new readings still fresh for their metric (alerts/rules/window.py LOOKBACKS: an
 # upload of old data is stored, not judged); readings that have just stood long enough for NEWS2 to
 # confirm a lone one (a cuff reading, with no wearable to prompt another evaluation); and alerts
 # waiting to resolve themselves. `earliest` (the oldest fresh_from) lets TimescaleDB skip chunks.

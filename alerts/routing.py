@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerts.channels.base import Recipient
+from alerts.models import Severity
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,13 @@ class Tier:
 
 @dataclass(frozen=True)
 class Policy:
-    severity: str
+    severity: Severity
     reminder_every_s: int | None
     tiers: tuple[Tier, ...]
 
     @classmethod
     def from_row(
-        cls, severity: str, reminder_every_s: int | None, tiers: list[dict[str, Any]]
+        cls, severity: Severity, reminder_every_s: int | None, tiers: list[dict[str, Any]]
     ) -> Policy:
         return cls(
             severity,
@@ -88,7 +89,11 @@ def tier_people(circle: CareCircle, tier: Tier) -> list[Person | Recipient]:
     return unique
 
 
-DEFAULT_CHANNELS = {"critical": ["mqtt", "email"], "warning": ["mqtt", "email"], "info": ["mqtt"]}
+DEFAULT_CHANNELS: dict[Severity, list[str]] = {
+    "critical": ["mqtt", "email"],
+    "warning": ["mqtt", "email"],
+    "info": ["mqtt"],
+}
 
 
 def in_quiet_hours(person: Person, now: datetime) -> bool:
@@ -99,7 +104,7 @@ def in_quiet_hours(person: Person, now: datetime) -> bool:
     return bool(start <= local < end) if start <= end else bool(local >= start or local < end)
 
 
-def quiet_until(person: Person, severity: str, now: datetime) -> datetime | None:
+def quiet_until(person: Person, severity: Severity, now: datetime) -> datetime | None:
     """When the person's quiet hours end, if `now` is inside them and the severity respects them
     (critical never does); None: deliver now. Notifications held back are sent then, not dropped."""
     if severity == "critical" or not in_quiet_hours(person, now):
@@ -112,7 +117,7 @@ def quiet_until(person: Person, severity: str, now: datetime) -> datetime | None
     return end.astimezone(now.tzinfo)
 
 
-def channels_for(person: Person, severity: str, now: datetime) -> tuple[list[str], bool]:
+def channels_for(person: Person, severity: Severity, now: datetime) -> tuple[list[str], bool]:
     """(channels, suppressed): the person's channels for this severity; quiet hours suppress all
     but critical alerts (they never apply to critical)."""
     channels = list(person.channels.get(severity) or DEFAULT_CHANNELS[severity])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from alerts.models import Finding
-from alerts.rules import TITLES
+from alerts.rules.window import TITLES
 from devices.models import DEVICE_KINDS
 
 # Silence allowed before "no data": a few missed reports, never less than five minutes.

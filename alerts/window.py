@@ -10,7 +10,8 @@ from datetime import datetime
 import psycopg
 
 from alerts import facts, queries
-from alerts.rules import CONTEXT_READINGS, LOOKBACKS, Limits, Sample, Window
+from alerts.rules.limits import Limits
+from alerts.rules.window import CONTEXT_READINGS, LOOKBACKS, Sample, Window
 
 METRICS = list(LOOKBACKS)
 

@@ -261,12 +261,12 @@ def set_threshold(
     set_by: str,
 ) -> dict[str, Any]:
     """The doctor's limits for one resident and metric. A side given as None keeps the rule's
-    default (alerts/rules.py effective_limits): `high=200` for systolic_bp raises the crisis limit
+    default (alerts/rules/limits.py effective_limits): `high=200` for systolic_bp raises the crisis limit
     and leaves hypotension at ≤ 90. Both None puts the metric back on the defaults. Each side must
     be one a reading can cross (check_threshold), and the limits that result must leave room
     between them, or every reading would alert (ThresholdError). The answer also holds the
     limits in force (`effective`) and the override replaced (`previous`, None if none)."""
-    from alerts.rules import Limits, defaults_for, effective_limits
+    from alerts.rules.limits import Limits, defaults_for, effective_limits
 
     check_threshold(metric, low=low, high=high)
     with conn.transaction():
@@ -308,7 +308,7 @@ def add_webhook(
 ) -> dict[str, Any]:
     """A platform receiving alerts by signed webhook. With `institution_id`, that institution's
     alerts only, including the emergency contacts to call (names and phones); without, every
-    institution's alerts, never with contacts (alerts/service.py _to_contacts)."""
+    institution's alerts, never with contacts (alerts/fanout.py to_contacts)."""
     if not url.startswith(("http://", "https://")):
         raise CareError("the webhook URL must start with http:// or https://")
     if min_severity not in ("info", "warning", "critical"):

@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from psycopg.types.json import Jsonb
 
-from alerts import outbox, queries, service
+from alerts import lifecycle, outbox, queries
 from alerts.channels.base import ChannelError, Delivery, Recipient
 from alerts.channels.breaker import FIRST_COOL_DOWN_S, Breakers
 from alerts.channels.email import EmailChannel
@@ -123,7 +123,7 @@ def test_a_hanging_webhook_does_not_hold_up_email_in_the_outbox(
     hook = care.add_webhook(conn, name="hangs", url=platform.url, secret=SECRET)
     try:
         now = datetime.now(UTC)
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn,
             resident_id=circle["resident"],
             now=now,
@@ -246,9 +246,9 @@ def test_the_engine_delivers_email_while_a_platform_hangs(conn, circle, platform
         # single sending thread would be stuck on the hanging platform before any e-mail.
         lone = devices.add_resident(conn, name="独居老人").id
         first = Finding(rule="glucose_low", severity="warning", title="低血糖 / Low blood glucose")
-        service.raise_finding(conn, resident_id=lone, now=now, finding=first)
+        lifecycle.raise_finding(conn, resident_id=lone, now=now, finding=first)
         second = Finding(rule="fever", severity="warning", title="发热 / Fever")
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn, resident_id=circle["resident"], now=now + timedelta(seconds=1), finding=second
         )
         engine.connect()

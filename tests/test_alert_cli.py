@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from tests.support import cli, cli_json
 
 
 def _raise(conn, resident_id, rule, severity):
     finding = Finding(rule=rule, severity=severity, title=f"{rule} test")
-    return service.raise_finding(
+    return lifecycle.raise_finding(
         conn, resident_id=resident_id, finding=finding, now=datetime.now(UTC)
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from store import db
 
@@ -22,7 +22,7 @@ def test_the_same_alert_raised_concurrently_is_one_alert(database_url, circle, c
         try:
             with db.connection(database_url, autocommit=True) as other:
                 raised.append(
-                    service.raise_finding(
+                    lifecycle.raise_finding(
                         other, resident_id=circle["resident"], finding=finding, now=now
                     ).id
                 )
@@ -31,7 +31,7 @@ def test_the_same_alert_raised_concurrently_is_one_alert(database_url, circle, c
 
     try:
         first.execute("SELECT 1")  # an open transaction: raise_finding's block is a savepoint in it
-        opened = service.raise_finding(
+        opened = lifecycle.raise_finding(
             first, resident_id=circle["resident"], finding=finding, now=now
         )
         racer = threading.Thread(target=second)

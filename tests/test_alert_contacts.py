@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from alerts import outbox, service
+from alerts import escalation, lifecycle, outbox
 from alerts.channels.webhook import WebhookChannel
 from alerts.clock import ManualClock
 from alerts.models import Finding
@@ -84,7 +84,7 @@ def clock():
 
 
 def _sos(conn, circle, clock):
-    return service.raise_finding(
+    return lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=Finding(rule="sos", severity="critical", title="SOS 呼救 / SOS button pressed"),
@@ -107,7 +107,7 @@ def test_without_an_authorised_platform_the_duty_desk_is_given_the_contacts(
 ):
     everywhere = hooks(receiver.base + "/national")  # serves every institution: no phone numbers
     alert = _sos(conn, circle, clock)
-    service.run_due(conn, clock.advance(timedelta(minutes=10)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=10)))
     (contact,) = _rows(conn, alert.id, recipient_kind="contact")
     assert contact[4] == "failed" and "no platform authorised" in contact[6]
     desk = _rows(conn, alert.id, kind="contacts_unreached")
@@ -130,7 +130,7 @@ def test_contacts_go_only_to_the_platform_of_the_residents_institution(
     hooks(receiver.base + "/other", other["id"])
     hooks(receiver.base + "/national")
     alert = _sos(conn, circle, clock)
-    service.run_due(conn, clock.advance(timedelta(minutes=10)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=10)))
     with WebhookChannel() as channel:
         outbox.dispatch(conn, {"webhook": channel}, clock.now(), alert_id=alert.id)
     assert "/other" not in receiver.bodies, "another institution's platform hears nothing of it"
@@ -146,7 +146,7 @@ def test_contacts_go_only_to_the_platform_of_the_residents_institution(
     delivered = _rows(conn, alert.id, recipient_kind="webhook", recipient_id=str(own))
     assert {r[4] for r in delivered} == {"sent"}
     # Delivered: the fall-back never fires.
-    service.run_due(conn, clock.advance(timedelta(minutes=5)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=5)))
     assert _rows(conn, alert.id, kind="contacts_unreached") == []
 
 
@@ -155,15 +155,15 @@ def test_a_platform_that_does_not_accept_in_time_hands_the_contacts_to_the_desk(
 ):
     hooks("http://127.0.0.1:9/closed", circle["centre"])  # nothing listens there
     alert = _sos(conn, circle, clock)
-    service.run_due(conn, clock.advance(timedelta(minutes=10)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=10)))
     with WebhookChannel() as channel:
         outbox.dispatch(conn, {"webhook": channel}, clock.now(), alert_id=alert.id)
     assert _rows(conn, alert.id, kind="contacts_unreached") == [], "it may still accept"
-    service.run_due(conn, clock.advance(timedelta(minutes=1, seconds=59)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=1, seconds=59)))
     assert _rows(conn, alert.id, kind="contacts_unreached") == []
-    service.run_due(conn, clock.advance(timedelta(seconds=1)))
+    escalation.run_due(conn, clock.advance(timedelta(seconds=1)))
     desk = _rows(conn, alert.id, kind="contacts_unreached")
     assert {int(r[2]) for r in desk} == {circle["desk"]}
     assert "within 0:02:00" in desk[0][5]["reason"]
-    service.run_due(conn, clock.advance(timedelta(minutes=1)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=1)))
     assert len(_rows(conn, alert.id, kind="contacts_unreached")) == len(desk), "once"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from alerts import service
+from alerts import escalation, lifecycle, transitions
 from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
@@ -57,7 +57,7 @@ def test_sos_reaches_the_doctor_and_the_device_hears_help_is_coming(
             )
         )
 
-        service.acknowledge(
+        lifecycle.acknowledge(
             conn, raised["alert"]["id"], actor=f"doctor:{circle['a']}", now=datetime.now(UTC)
         )
         device.wait(
@@ -203,14 +203,14 @@ def test_a_late_sos_is_shown_to_a_doctor_but_not_treated_as_a_live_emergency(
     alert_id = hand_engine.handle_event(
         conn, _event(conn, button, "sos", now - timedelta(days=2), received_at=now)
     )
-    alert = service.get_alert(conn, alert_id)
+    alert = transitions.get_alert(conn, alert_id)
     assert alert.state == "open" and alert.severity == "critical"
     assert alert.detail["late"] is True and alert.detail["late_by_s"] >= 2 * 86400
     assert "reported late" in alert.title and "2 d" in alert.title
     # A doctor must see it: the first tier at once, reminders until acknowledged ...
     assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
     assert _device_statuses(conn, alert_id, button.device_id) == [], "no 'doctor_notified'"
-    service.run_due(conn, clock.advance(timedelta(minutes=11)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=11)))
     assert _doctor_ids(_rows(conn, alert_id, "reminder"))
     # ... but it is history: no team, no family called about it.
     assert _rows(conn, alert_id, "escalation") == []
@@ -222,10 +222,10 @@ def test_an_sos_from_minutes_ago_is_a_live_emergency(register, circle, conn, han
     alert_id = hand_engine.handle_event(
         conn, _event(conn, button, "sos", now - timedelta(minutes=3), received_at=now)
     )
-    alert = service.get_alert(conn, alert_id)
+    alert = transitions.get_alert(conn, alert_id)
     assert "late" not in alert.detail and "late" not in alert.title
     assert _device_statuses(conn, alert_id, button.device_id) == ["doctor_notified"]
-    service.run_due(conn, clock.advance(timedelta(minutes=5)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=5)))
     assert _doctor_ids(_rows(conn, alert_id, "escalation")) == [circle["b"]]
 
 
@@ -240,11 +240,11 @@ def test_a_live_sos_on_an_alert_that_only_held_a_late_one_escalates_in_full(
     pressed = clock.advance(timedelta(minutes=1))
     live_id = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
     assert live_id == late_id
-    alert = service.get_alert(conn, live_id)
+    alert = transitions.get_alert(conn, live_id)
     assert not alert.late and "reported late" not in alert.title
     assert _device_statuses(conn, live_id, button.device_id) == ["doctor_notified"]
     assert _doctor_ids(_rows(conn, live_id, "repeated")) == sorted([circle["a"], circle["desk"]])
-    service.run_due(conn, pressed + timedelta(minutes=5))
+    escalation.run_due(conn, pressed + timedelta(minutes=5))
     assert _doctor_ids(_rows(conn, live_id, "escalation")) == [circle["b"]]
 
 
@@ -253,11 +253,11 @@ def test_a_new_sos_press_on_an_acknowledged_alert_reopens_it_and_tells_everyone(
 ):
     button = register("sos_button", resident_id=circle["resident"])
     first = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
-    service.acknowledge(conn, first, actor=f"doctor:{circle['a']}", now=clock.now())
+    lifecycle.acknowledge(conn, first, actor=f"doctor:{circle['a']}", now=clock.now())
     pressed = clock.advance(timedelta(hours=2))
     again = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
     assert again == first
-    alert = service.get_alert(conn, again)
+    alert = transitions.get_alert(conn, again)
     assert alert.state == "open" and alert.occurrences == 2
     assert _doctor_ids(_rows(conn, again, "repeated")) == sorted([circle["a"], circle["desk"]])
     assert _device_statuses(conn, again, button.device_id) == [
@@ -266,7 +266,7 @@ def test_a_new_sos_press_on_an_acknowledged_alert_reopens_it_and_tells_everyone(
         "doctor_notified",
     ]
     # Nobody acknowledges the new press: reminders, then the team 5 minutes after it.
-    service.run_due(conn, pressed + timedelta(minutes=5))
+    escalation.run_due(conn, pressed + timedelta(minutes=5))
     assert _doctor_ids(_rows(conn, again, "reminder"))
     assert _doctor_ids(_rows(conn, again, "escalation")) == [circle["b"]]
 
@@ -283,7 +283,7 @@ def test_a_new_sos_press_on_an_open_alert_renotifies_without_delaying_escalation
     assert again == first
     assert _doctor_ids(_rows(conn, first, "repeated")) == sorted([circle["a"], circle["desk"]])
     assert _device_statuses(conn, first, button.device_id) == ["doctor_notified"] * 2
-    assert service.get_alert(conn, first).next_tier_at == pressed + timedelta(minutes=5)
+    assert transitions.get_alert(conn, first).next_tier_at == pressed + timedelta(minutes=5)
 
 
 def test_sos_from_two_unbound_devices_are_two_alerts(register, conn, hand_engine, clock):
@@ -292,7 +292,7 @@ def test_sos_from_two_unbound_devices_are_two_alerts(register, conn, hand_engine
     b = hand_engine.handle_event(conn, _event(conn, two, "sos", clock.now()))
     assert a != b
     for alert_id, device in ((a, one), (b, two)):
-        assert service.get_alert(conn, alert_id).device_id == device.device_id
+        assert transitions.get_alert(conn, alert_id).device_id == device.device_id
         assert _device_statuses(conn, alert_id, device.device_id) == ["doctor_notified"]
         assert _doctor_ids(_rows(conn, alert_id, "raised")), "the default duty desk"
     again = hand_engine.handle_event(conn, _event(conn, one, "sos", clock.now()))
@@ -305,12 +305,12 @@ def test_a_fall_waits_out_its_cancel_window_before_anybody_is_alarmed(
     detector = register("fall_detector", resident_id=circle["resident"])
     fell = clock.now()
     alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
-    assert service.get_alert(conn, alert_id).state == "pending"
-    service.run_due(conn, fell + timedelta(seconds=29))
-    assert service.get_alert(conn, alert_id).state == "pending"
+    assert transitions.get_alert(conn, alert_id).state == "pending"
+    escalation.run_due(conn, fell + timedelta(seconds=29))
+    assert transitions.get_alert(conn, alert_id).state == "pending"
     assert _rows(conn, alert_id) == [], "nobody alarmed inside the window"
-    service.run_due(conn, fell + timedelta(seconds=30))
-    assert service.get_alert(conn, alert_id).state == "open"
+    escalation.run_due(conn, fell + timedelta(seconds=30))
+    assert transitions.get_alert(conn, alert_id).state == "open"
     assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
 
 
@@ -320,11 +320,11 @@ def test_a_fall_cancelled_after_its_window_is_only_a_note(
     detector = register("fall_detector", resident_id=circle["resident"])
     fell = clock.now()
     alert_id = hand_engine.handle_event(conn, _event(conn, detector, "fall", fell))
-    service.run_due(conn, clock.advance(timedelta(minutes=3)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=3)))
     assert hand_engine.handle_event(conn, _event(conn, detector, "fall_cancel", clock.now())) == (
         alert_id
     )
-    alert = service.get_alert(conn, alert_id)
+    alert = transitions.get_alert(conn, alert_id)
     assert alert.state == "open", "people were alarmed: a person must check and resolve it"
     note = conn.execute(
         "SELECT note FROM alert_transition WHERE alert_id = %s AND action = 'device_cancel'",
@@ -343,7 +343,7 @@ def test_a_backlog_fall_and_its_prompt_cancel_alarm_nobody(
     hand_engine.handle_event(
         conn, _event(conn, detector, "fall_cancel", fell + timedelta(seconds=10), now)
     )
-    assert service.get_alert(conn, alert_id).state == "resolved"
+    assert transitions.get_alert(conn, alert_id).state == "resolved"
     assert _rows(conn, alert_id) == []
 
 
@@ -373,7 +373,7 @@ def test_a_late_sos_through_the_broker_is_stored_and_shown_without_doctor_notifi
             ).fetchone(),
             what="the doctor told",
         )
-        assert service.get_alert(conn, alert_id).detail["late"] is True
+        assert transitions.get_alert(conn, alert_id).detail["late"] is True
         # The ingestor's receipt may still be on its way: await it, then look at everything heard.
         device.wait(lambda m: "received" in [b.get("status") for b in _bodies_of(m)])
         statuses = [b.get("status") for b in _bodies(device)]
@@ -407,7 +407,7 @@ def test_an_sos_cancel_from_the_same_device_before_anybody_acknowledged_resolves
     alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", pressed))
     cancelled = clock.advance(timedelta(seconds=20))
     assert hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled)) == alert_id
-    alert = service.get_alert(conn, alert_id)
+    alert = transitions.get_alert(conn, alert_id)
     assert alert.state == "resolved" and alert.resolved_by == f"device:{button.device_id}"
     assert alert.resolution_note == "cancelled on the device (sos_cancel)"
     # Everyone alarmed hears that it is over.
@@ -422,7 +422,7 @@ def test_an_sos_cancel_from_another_device_of_the_resident_leaves_the_sos_open(
     alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
     cancelled = clock.advance(timedelta(seconds=20))
     assert hand_engine.handle_event(conn, _event(conn, other, "sos_cancel", cancelled)) == alert_id
-    assert service.get_alert(conn, alert_id).state == "open"
+    assert transitions.get_alert(conn, alert_id).state == "open"
     (note,) = _device_cancel_notes(conn, alert_id)
     assert other.device_id in note and button.device_id in note and "a person must" in note
 
@@ -439,7 +439,7 @@ def test_a_cancel_does_not_close_a_press_of_another_device_on_the_same_alert(
     assert again == alert_id
     cancelled = clock.advance(timedelta(seconds=10))
     hand_engine.handle_event(conn, _event(conn, bedroom, "sos_cancel", cancelled))
-    assert service.get_alert(conn, alert_id).state == "open", "the bathroom press still stands"
+    assert transitions.get_alert(conn, alert_id).state == "open", "the bathroom press still stands"
     (note,) = _device_cancel_notes(conn, alert_id)
     assert bathroom.device_id in note
 
@@ -455,11 +455,11 @@ def test_an_sos_cancel_older_than_the_latest_press_leaves_the_sos_open(
     # The cancel of the first press, stamped before the second one, arrives only now (a backlog).
     stale = first + timedelta(seconds=30)
     hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", stale, received_at=latest))
-    assert service.get_alert(conn, alert_id).state == "open"
+    assert transitions.get_alert(conn, alert_id).state == "open"
     # A day-old cancel from the backlog of a device that was out of reach, likewise.
     day_old = latest - timedelta(days=1)
     hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", day_old, received_at=latest))
-    assert service.get_alert(conn, alert_id).state == "open"
+    assert transitions.get_alert(conn, alert_id).state == "open"
     notes = _device_cancel_notes(conn, alert_id)
     assert len(notes) == 2 and all("older than the latest sos" in n for n in notes)
 
@@ -469,12 +469,12 @@ def test_an_sos_cancel_after_a_person_acknowledged_only_adds_a_note(
 ):
     button = register("sos_button", resident_id=circle["resident"])
     alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
-    service.acknowledge(
+    lifecycle.acknowledge(
         conn, alert_id, actor=f"doctor:{circle['a']}", now=clock.advance(timedelta(seconds=30))
     )
     cancelled = clock.advance(timedelta(seconds=30))
     assert hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled)) == alert_id
-    alert = service.get_alert(conn, alert_id)
+    alert = transitions.get_alert(conn, alert_id)
     assert alert.state == "acknowledged" and alert.resolved_at is None
     (note,) = _device_cancel_notes(conn, alert_id)
     assert "sos_cancel" in note and "acknowledged" in note and "a person must" in note
@@ -486,12 +486,12 @@ def test_a_cancel_after_an_acknowledgement_counts_as_a_note_even_once_a_new_pres
 ):
     button = register("sos_button", resident_id=circle["resident"])
     alert_id = hand_engine.handle_event(conn, _event(conn, button, "sos", clock.now()))
-    service.acknowledge(conn, alert_id, actor=f"doctor:{circle['a']}", now=clock.now())
+    lifecycle.acknowledge(conn, alert_id, actor=f"doctor:{circle['a']}", now=clock.now())
     hand_engine.handle_event(conn, _event(conn, button, "sos", clock.advance(timedelta(minutes=1))))
-    assert service.get_alert(conn, alert_id).state == "open", "reopened by the new press"
+    assert transitions.get_alert(conn, alert_id).state == "open", "reopened by the new press"
     cancelled = clock.advance(timedelta(seconds=10))
     hand_engine.handle_event(conn, _event(conn, button, "sos_cancel", cancelled))
-    assert service.get_alert(conn, alert_id).state == "open", (
+    assert transitions.get_alert(conn, alert_id).state == "open", (
         "a person took it on: a person ends it"
     )
 
@@ -506,9 +506,9 @@ def test_a_fall_cancel_from_another_device_does_not_cancel_the_fall(
     hand_engine.handle_event(
         conn, _event(conn, other, "fall_cancel", clock.advance(timedelta(seconds=5)))
     )
-    assert service.get_alert(conn, alert_id).state == "pending"
-    service.run_due(conn, fell + timedelta(seconds=30))
-    assert service.get_alert(conn, alert_id).state == "open", "alarmed when its window ends"
+    assert transitions.get_alert(conn, alert_id).state == "pending"
+    escalation.run_due(conn, fell + timedelta(seconds=30))
+    assert transitions.get_alert(conn, alert_id).state == "open", "alarmed when its window ends"
     assert _doctor_ids(_rows(conn, alert_id, "raised")) == sorted([circle["a"], circle["desk"]])
 
 
@@ -524,6 +524,6 @@ def test_a_fall_cancel_stamped_before_the_fall_does_not_cancel_it(
         conn,
         _event(conn, detector, "fall_cancel", earlier, received_at=fell + timedelta(seconds=5)),
     )
-    assert service.get_alert(conn, alert_id).state == "pending"
+    assert transitions.get_alert(conn, alert_id).state == "pending"
     (note,) = _device_cancel_notes(conn, alert_id)
     assert "older than the latest fall" in note

@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from alerts import outbox, service
+from alerts import lifecycle, outbox, transitions
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
-from alerts.models import Finding
-from alerts.service import AlertError
+from alerts.escalation import run_due
+from alerts.models import AlertError, Finding
 from alerts.settings import AlertSettings
 from tests.support import DoctorApp, wait_for
 
@@ -41,7 +41,7 @@ def _doctors(rows, channel="mqtt"):
 
 
 def test_not_acknowledged_escalates_on_time_and_acknowledging_stops_reminders(conn, circle, clock):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     assert alert.state == "open"
@@ -49,21 +49,21 @@ def test_not_acknowledged_escalates_on_time_and_acknowledging_stops_reminders(co
     assert {r[3] for r in _sent(conn, alert.id, "raised") if r[1] == "doctor"} == {"mqtt", "email"}
 
     clock.advance(timedelta(minutes=15))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     assert _doctors(_sent(conn, alert.id, "reminder")) == [circle["a"]], "first reminder at 15 min"
     clock.advance(timedelta(minutes=14, seconds=59))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     assert _sent(conn, alert.id, "escalation") == [], (
         "warning policy escalates at 30 min, not before"
     )
     clock.advance(timedelta(seconds=1))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     assert _doctors(_sent(conn, alert.id, "escalation")) == [circle["desk"]]
 
-    service.acknowledge(conn, alert.id, actor=f"doctor:{circle['a']}", now=clock.now())
+    lifecycle.acknowledge(conn, alert.id, actor=f"doctor:{circle['a']}", now=clock.now())
     before = len(_sent(conn, alert.id, "reminder"))
     clock.advance(timedelta(hours=3))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     assert len(_sent(conn, alert.id, "reminder")) == before, (
         "no reminders after the acknowledgement"
     )
@@ -81,17 +81,17 @@ def test_not_acknowledged_escalates_on_time_and_acknowledging_stops_reminders(co
 
 
 def test_dedup_counts_repeats_and_worsening_raises_severity_and_renotifies(conn, circle, clock):
-    first = service.raise_finding(
+    first = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
-    again = service.raise_finding(
+    again = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=_finding(),
         now=clock.advance(timedelta(seconds=30)),
     )
     assert again.id == first.id and again.occurrences == 2 and again.severity == "warning"
-    worse = service.raise_finding(
+    worse = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=_finding(severity="critical"),
@@ -107,11 +107,11 @@ def test_dedup_counts_repeats_and_worsening_raises_severity_and_renotifies(conn,
 
 
 def test_critical_cannot_be_snoozed_and_snooze_is_per_person(conn, circle, clock):
-    critical = service.raise_finding(
+    critical = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
     )
     with pytest.raises(AlertError, match="cannot be snoozed"):
-        service.snooze(
+        lifecycle.snooze(
             conn,
             critical.id,
             doctor_id=circle["a"],
@@ -119,12 +119,12 @@ def test_critical_cannot_be_snoozed_and_snooze_is_per_person(conn, circle, clock
             now=clock.now(),
         )
 
-    warning = service.raise_finding(
+    warning = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
     )
     clock.advance(timedelta(minutes=31))
-    service.run_due(conn, clock.now())  # escalated to the duty desk: two people are on it now
-    service.snooze(
+    run_due(conn, clock.now())  # escalated to the duty desk: two people are on it now
+    lifecycle.snooze(
         conn,
         warning.id,
         doctor_id=circle["a"],
@@ -133,35 +133,37 @@ def test_critical_cannot_be_snoozed_and_snooze_is_per_person(conn, circle, clock
     )
     before = {r[4] for r in _sent(conn, warning.id, "reminder")}
     clock.advance(timedelta(minutes=15))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     new = [r for r in _sent(conn, warning.id, "reminder") if r[4] not in before]
     assert _doctors(new) == [circle["desk"]], "A's snooze silences A only"
-    assert service.get_alert(conn, warning.id).state == "open", "a snooze is not an acknowledgement"
+    assert transitions.get_alert(conn, warning.id).state == "open", (
+        "a snooze is not an acknowledgement"
+    )
 
 
 def test_restart_mid_escalation_loses_and_doubles_nothing(conn, database_url, circle, clock):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
     )
     clock.advance(timedelta(minutes=5))
     # A process dies in the middle of escalating: its transaction never commits.
     with pytest.raises(RuntimeError), conn.transaction():
-        service.run_due(conn, clock.now())
+        run_due(conn, clock.now())
         raise RuntimeError("kill -9")
     assert _sent(conn, alert.id, "escalation") == []
     # Another process (a restart) continues; running the same step twice changes nothing more.
     from store.db import connection
 
     with connection(database_url, autocommit=True) as restarted:
-        service.run_due(restarted, clock.now())
-        service.run_due(restarted, clock.now())
+        run_due(restarted, clock.now())
+        run_due(restarted, clock.now())
     escalation = _sent(conn, alert.id, "escalation")
     assert _doctors(escalation) == [circle["b"]], "tier 2 of the critical policy: the team"
     # The same notification twice would be the same kind to the same recipient on one channel.
     sent = [(r[0], r[1], r[2], r[3]) for r in _sent(conn, alert.id)]
     assert len(sent) == len(set(sent)), "no notification doubled"
     clock.advance(timedelta(minutes=5))
-    service.run_due(conn, clock.now())
+    run_due(conn, clock.now())
     contacts = [r for r in _sent(conn, alert.id, "escalation") if r[1] == "contact"]
     assert len(contacts) == 1, "tier 3: the emergency contacts (through the platforms' webhooks)"
 
@@ -183,7 +185,7 @@ def test_notifications_reach_the_doctors_mqtt_topic_exactly_once(
     app_acks(clock)
     inbox = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
         )
         outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
@@ -212,7 +214,7 @@ def test_a_channel_that_is_not_configured_retries_with_backoff_without_blocking_
     app_acks(clock)
     app = DoctorApp(endpoint, *app_login(circle["a"]), circle["a"])
     try:
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
         )
         channels = {**engine.fast, "email": _Failing()}
@@ -245,10 +247,10 @@ def test_every_change_is_announced_on_the_cross_process_stream(conn, database_ur
 
     with connection(database_url, autocommit=True) as listener:
         listener.execute("LISTEN eldercare_alert")
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
         )
-        service.acknowledge(conn, alert.id, actor="doctor:1", now=clock.now())
+        lifecycle.acknowledge(conn, alert.id, actor="doctor:1", now=clock.now())
         events = [orjson.loads(n.payload) for n in listener.notifies(timeout=5, stop_after=2)]
     assert [(e["alert_id"], e["action"], e["state"]) for e in events] == [
         (alert.id, "raised", "open"),
@@ -269,10 +271,10 @@ def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
     quiet_end = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)).astimezone(
         UTC
     )
-    warning = service.raise_finding(
+    warning = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("fever"), now=clock.now()
     )
-    critical = service.raise_finding(
+    critical = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("sos", "critical"), now=clock.now()
     )
     held = conn.execute(
@@ -285,7 +287,7 @@ def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
     assert {r[5] for r in _sent(conn, critical.id, "raised") if r[1] == "doctor"} == {"pending"}
 
     # A reminder inside the quiet hours is only recorded: the held-back notice says the same.
-    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    run_due(conn, clock.advance(timedelta(minutes=15)))
     assert {r[5] for r in _sent(conn, warning.id, "reminder")} == {"suppressed"}
 
     engine = AlertEngine(settings, AlertSettings(), clock=clock)
@@ -313,11 +315,11 @@ def test_quiet_hours_hold_warnings_back_until_they_end_but_never_critical(
 
 def test_a_worsening_follows_the_new_policy_counted_from_when_the_alert_opened(conn, circle, clock):
     opened = clock.now()
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=opened
     )
     worsened = clock.advance(timedelta(seconds=30))
-    service.raise_finding(
+    lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
     )
     # Critical tier 0 at once: the doctor already knew (told it got worse), the duty desk is new.
@@ -328,15 +330,15 @@ def test_a_worsening_follows_the_new_policy_counted_from_when_the_alert_opened(c
         (alert.id,),
     ).fetchall()
     assert dict((int(r), at) for r, at in first) == {circle["a"]: opened, circle["desk"]: worsened}
-    row = service.get_alert(conn, alert.id)
+    row = transitions.get_alert(conn, alert.id)
     assert row.next_tier_at == opened + timedelta(minutes=5), "tier 1 from opened_at"
     assert row.next_reminder_at == worsened + timedelta(minutes=2), "critical reminders"
 
-    service.run_due(conn, opened + timedelta(minutes=4, seconds=59))
+    run_due(conn, opened + timedelta(minutes=4, seconds=59))
     assert _sent(conn, alert.id, "escalation") == []
-    service.run_due(conn, opened + timedelta(minutes=5))
+    run_due(conn, opened + timedelta(minutes=5))
     assert _doctors(_sent(conn, alert.id, "escalation")) == [circle["b"]], "the team at 5 min"
-    service.run_due(conn, opened + timedelta(minutes=10))
+    run_due(conn, opened + timedelta(minutes=10))
     assert [r[1] for r in _sent(conn, alert.id, "escalation") if r[1] == "contact"] == ["contact"]
     pairs = [
         (r[0], r[1], r[2], r[3])
@@ -348,50 +350,50 @@ def test_a_worsening_follows_the_new_policy_counted_from_when_the_alert_opened(c
 
 def test_a_late_worsening_notifies_every_tier_already_due_at_once(conn, circle, clock):
     opened = clock.now()
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=opened
     )
-    service.run_due(conn, clock.advance(timedelta(minutes=30)))  # warning tier 1: the desk
+    run_due(conn, clock.advance(timedelta(minutes=30)))  # warning tier 1: the desk
     worsened = clock.advance(timedelta(minutes=10))
-    service.raise_finding(
+    lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
     )
     # 40 minutes unacknowledged: under the critical policy the team (5 min) and the family
     # (10 min) are overdue.
     assert _doctors(_sent(conn, alert.id, "escalation")) == sorted([circle["desk"], circle["b"]])
     assert any(r[1] == "contact" for r in _sent(conn, alert.id, "escalation"))
-    assert service.get_alert(conn, alert.id).next_tier_at is None
+    assert transitions.get_alert(conn, alert.id).next_tier_at is None
 
 
 def test_a_worsening_after_an_acknowledgement_reopens_with_a_new_round(conn, circle, clock):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
-    service.acknowledge(conn, alert.id, actor=f"doctor:{circle['b']}", now=clock.now())
+    lifecycle.acknowledge(conn, alert.id, actor=f"doctor:{circle['b']}", now=clock.now())
     worsened = clock.advance(timedelta(hours=1))
-    after = service.raise_finding(
+    after = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(severity="critical"), now=worsened
     )
     assert after.state == "open" and after.acknowledged_by is None
     assert after.next_tier_at == worsened + timedelta(minutes=5), "the new round counts from now"
     told = _doctors(_sent(conn, alert.id, "severity_raised"))
     assert circle["b"] in told, "the one who acknowledged hears it got worse"
-    service.run_due(conn, worsened + timedelta(minutes=2))
+    run_due(conn, worsened + timedelta(minutes=2))
     assert _doctors(_sent(conn, alert.id, "reminder")), "reminders again until acknowledged"
 
 
 def test_a_snooze_does_not_survive_a_worsening_to_critical(conn, circle, clock):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
-    service.snooze(
+    lifecycle.snooze(
         conn,
         alert.id,
         doctor_id=circle["a"],
         until=clock.now() + timedelta(hours=3),
         now=clock.now(),
     )
-    service.raise_finding(
+    lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=_finding(severity="critical"),
@@ -403,49 +405,49 @@ def test_a_snooze_does_not_survive_a_worsening_to_critical(conn, circle, clock):
         ).fetchone()[0]
         == 0
     )
-    service.run_due(conn, clock.advance(timedelta(minutes=2)))
+    run_due(conn, clock.advance(timedelta(minutes=2)))
     assert circle["a"] in _doctors(_sent(conn, alert.id, "reminder"))
 
 
 def test_a_snooze_expires(conn, circle, clock):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
-    service.snooze(
+    lifecycle.snooze(
         conn,
         alert.id,
         doctor_id=circle["a"],
         until=clock.now() + timedelta(minutes=20),
         now=clock.now(),
     )
-    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    run_due(conn, clock.advance(timedelta(minutes=15)))
     assert _sent(conn, alert.id, "reminder") == [], "snoozed: the 15-minute reminder skips A"
-    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    run_due(conn, clock.advance(timedelta(minutes=15)))
     second = [r for r in _sent(conn, alert.id, "reminder") if r[4].startswith(f"a{alert.id}:r2:")]
     assert circle["a"] in _doctors(second), "after the snooze ends, A is reminded again"
 
 
 def test_acknowledging_one_alert_leaves_the_others_reminding(conn, circle, clock):
     fever, low_bp = (
-        service.raise_finding(
+        lifecycle.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(rule), now=clock.now()
         )
         for rule in ("fever", "hypotension")
     )
-    service.acknowledge(conn, fever.id, actor=f"doctor:{circle['a']}", now=clock.now())
-    service.run_due(conn, clock.advance(timedelta(minutes=15)))
+    lifecycle.acknowledge(conn, fever.id, actor=f"doctor:{circle['a']}", now=clock.now())
+    run_due(conn, clock.advance(timedelta(minutes=15)))
     assert _sent(conn, fever.id, "reminder") == []
     assert _doctors(_sent(conn, low_bp.id, "reminder")) == [circle["a"]]
 
 
 def test_resolving_while_the_condition_holds_raises_a_new_alert_that_says_so(conn, circle, clock):
-    first = service.raise_finding(
+    first = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("glucose_low"), now=clock.now()
     )
-    service.resolve(
+    lifecycle.resolve(
         conn, first.id, actor=f"doctor:{circle['a']}", now=clock.now(), note="打电话, 已进食"
     )
-    again = service.raise_finding(
+    again = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=_finding("glucose_low"),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from psycopg.types.json import Jsonb
 
-from alerts import outbox, queries, service
+from alerts import lifecycle, outbox, queries
 from alerts.channels.base import ChannelError, Delivery
 from alerts.models import Finding
 from store import db
@@ -70,7 +70,7 @@ def test_a_row_that_just_failed_is_not_resent_by_a_second_dispatcher_with_a_stal
 ):
     now = datetime.now(UTC)
     channel = f"claim-{uuid.uuid4().hex[:8]}"  # rows of this test only
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=None,
         finding=Finding(rule="claim_test", severity="info", title="t", device_id=channel),
@@ -104,4 +104,4 @@ def test_a_row_that_just_failed_is_not_resent_by_a_second_dispatcher_with_a_stal
     ).fetchone()
     assert (attempts, state) == (1, "pending") and next_at > now
     assert results == [1]
-    service.resolve(conn, alert.id, actor="test", now=now, note="test over")
+    lifecycle.resolve(conn, alert.id, actor="test", now=now, note="test over")

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from care import service as care
 from tests.support import ELDERCARE, ROOT, wait_for
@@ -82,7 +82,7 @@ def _engine(env, log):
 def test_killing_the_engine_between_send_and_mark_sent_resends_with_the_same_key(
     conn, circle, env, platform, tmp_path
 ):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=Finding(rule="sos", severity="critical", title="SOS 呼救 / SOS button pressed"),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from alerts import service
+from alerts import escalation, lifecycle
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
@@ -46,16 +46,16 @@ def test_a_doctors_channels_per_severity_take_effect(conn, circle, clock):
         doctor_id=circle["a"],
         channels={"warning": ["mqtt"], "critical": ["mqtt", "email"], "info": ["email"]},
     )
-    warning = service.raise_finding(
+    warning = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
-    info = service.raise_finding(
+    info = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         finding=_finding("info", "low_battery:x"),
         now=clock.now(),
     )
-    critical = service.raise_finding(
+    critical = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding("critical", "sos"), now=clock.now()
     )
     a = circle["a"]
@@ -72,7 +72,7 @@ def test_without_a_contract_the_duty_desk_takes_the_doctors_place(conn, clock):
     centre = _institution(conn, "community_health_centre")
     resident = devices.add_resident(conn, name="无签约老人")
     care.set_resident_institution(conn, resident_id=resident.id, institution_id=centre["id"])
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=resident.id, finding=_finding(), now=clock.now()
     )
     assert {d for d, _ in _rows(conn, alert.id, "raised")} == {centre["duty_desk_id"]}
@@ -91,11 +91,11 @@ def test_a_care_homes_partner_hospital_is_the_second_critical_tier(conn, clock):
         doctor_id=doctor["id"],
         valid_from=clock.now() - timedelta(days=1),
     )
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=resident.id, finding=_finding("critical", "sos"), now=clock.now()
     )
     assert {d for d, _ in _rows(conn, alert.id, "raised")} == {doctor["id"], home["duty_desk_id"]}
-    service.run_due(conn, clock.advance(timedelta(minutes=5)))
+    escalation.run_due(conn, clock.advance(timedelta(minutes=5)))
     assert {d for d, _ in _rows(conn, alert.id, "escalation")} == {hospital["duty_desk_id"]}
 
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from alerts import outbox, service
+from alerts import escalation, lifecycle, outbox
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
@@ -65,7 +65,7 @@ def test_without_a_contract_the_institutions_duty_desk_takes_the_doctors_place(c
     resident = devices.add_resident(conn, name="未签约老人").id
     care.set_resident_institution(conn, resident_id=resident, institution_id=centre["id"])
     now = datetime.now(UTC)
-    alert = service.raise_finding(conn, resident_id=resident, now=now, finding=_finding())
+    alert = lifecycle.raise_finding(conn, resident_id=resident, now=now, finding=_finding())
     assert _ids(_to(conn, alert.id, "raised")) == {centre["duty_desk_id"]}
 
     # An expired contract is no contract either.
@@ -77,7 +77,7 @@ def test_without_a_contract_the_institutions_duty_desk_takes_the_doctors_place(c
         valid_from=now - timedelta(days=60),
         valid_to=now - timedelta(days=1),
     )
-    second = service.raise_finding(
+    second = lifecycle.raise_finding(
         conn, resident_id=resident, now=now, finding=_finding("glucose_low")
     )
     assert _ids(_to(conn, second.id, "raised")) == {centre["duty_desk_id"]}
@@ -89,7 +89,7 @@ def test_without_contract_or_institution_the_default_duty_desk_is_told(conn):
         "WHERE d.role = 'duty_desk' AND i.kind = 'duty_desk' AND d.active ORDER BY d.id LIMIT 1"
     ).fetchone()[0]
     resident = devices.add_resident(conn, name="无人照看").id
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=resident, now=datetime.now(UTC), finding=_finding()
     )
     assert _ids(_to(conn, alert.id, "raised")) == {default_desk}
@@ -139,16 +139,16 @@ def test_a_care_homes_partner_hospital_desk_is_the_second_tier(conn, tag):
             doctor_id=doctor["id"],
             valid_from=clock.now() - timedelta(days=30),
         )
-        alerts[key] = service.raise_finding(
+        alerts[key] = lifecycle.raise_finding(
             conn, resident_id=resident, now=clock.now(), finding=_finding("sos", "critical")
         )
     for key, home in homes.items():
         # Tier 0: the contracted doctor and the care home's own desk, never the partner yet.
         assert _ids(_to(conn, alerts[key].id, "raised")) == {doctor["id"], home["duty_desk_id"]}
 
-    service.run_due(conn, clock.advance(timedelta(seconds=299)))
+    escalation.run_due(conn, clock.advance(timedelta(seconds=299)))
     assert all(not _to(conn, a.id, "escalation") for a in alerts.values()), "not before 5 min"
-    service.run_due(conn, clock.advance(timedelta(seconds=2)))
+    escalation.run_due(conn, clock.advance(timedelta(seconds=2)))
     partner_desk = hospital["duty_desk_id"]
     assert _ids(_to(conn, alerts["agreed"].id, "escalation")) == {colleague["id"], partner_desk}
     assert _ids(_to(conn, alerts["none"].id, "escalation")) == {colleague["id"]}
@@ -179,7 +179,7 @@ def test_per_severity_channel_preferences_decide_what_reaches_the_app_and_the_ma
         conn, resident_id=resident, doctor_id=doctor["id"], valid_from=now - timedelta(days=1)
     )
     alerts = {
-        severity: service.raise_finding(
+        severity: lifecycle.raise_finding(
             conn, resident_id=resident, now=now, finding=_finding(rule, severity)
         )
         for rule, severity in (("sos", "critical"), ("fever", "warning"), ("low_battery", "info"))

@@ -8,16 +8,9 @@ import pytest
 
 from alerts.channels.base import Recipient
 from alerts.routing import CareCircle, Person, Tier, channels_for, tier_people
-from alerts.rules import (
-    DEFAULT_LIMITS,
-    Limits,
-    Sample,
-    Window,
-    defaults_for,
-    effective_limits,
-    evaluate,
-    sustained,
-)
+from alerts.rules.limits import DEFAULT_LIMITS, Limits, defaults_for, effective_limits
+from alerts.rules.table import evaluate
+from alerts.rules.window import Sample, Window, sustained
 from alerts.timers import DeviceState, battery, silence
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai

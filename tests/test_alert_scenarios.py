@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from alerts import service
+from alerts import escalation
 from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
@@ -183,7 +183,7 @@ def test_no_data_fires_for_a_device_that_goes_silent_forever_and_repeats(
     for expected in (1, 2, 3):  # the warning policy reminds every 15 minutes until acknowledged
         now = clock.advance(timedelta(minutes=15))
         engine.check_devices(conn, now)
-        service.run_due(conn, now)
+        escalation.run_due(conn, now)
         reminders = conn.execute(
             "SELECT count(DISTINCT idempotency_key) FROM notification WHERE alert_id = %s AND kind = 'reminder' "
             "AND recipient_id = %s AND channel = 'mqtt'",

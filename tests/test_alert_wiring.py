@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts import facts, service
+from alerts import escalation, facts, lifecycle
 from alerts.channels.email import KIND_WORDS, render
 from alerts.clearing import EVIDENCE
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
 from alerts.models import Finding
-from alerts.rules import LOOKBACKS, READING_RULE_KEYS, RULES, Sample, Window, evaluate
+from alerts.rules.table import READING_RULE_KEYS, RULES, evaluate
+from alerts.rules.window import LOOKBACKS, Sample, Window
 from alerts.settings import AlertSettings
 from devices import service as devices
 from ingest.metrics import METRICS
@@ -76,13 +77,13 @@ def _open_rules(conn, resident_id):
 
 def _fever_episode(conn, resident_id, start, end):
     """A fever alert that was open from `start` to `end`, with its hot readings."""
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=resident_id,
         finding=Finding(rule="fever", severity="warning", title="发热 / Fever"),
         now=start,
     )
-    service.resolve(conn, alert.id, actor="doctor:1", now=end, note="退热")
+    lifecycle.resolve(conn, alert.id, actor="doctor:1", now=end, note="退热")
     hours = int((end - start) / HOUR)
     _insert(conn, resident_id, "body_temp", [(start + HOUR * i, 38.5) for i in range(hours)])
 
@@ -300,8 +301,12 @@ def test_every_reading_rule_has_clearing_evidence_and_every_metric_a_lookback():
 
 
 def _service_literals():
-    """Notification kinds and timeline actions written by alerts/service.py, from its source."""
-    tree = ast.parse((ROOT / "alerts" / "service.py").read_text())
+    """Notification kinds and timeline actions written by the alert life cycle (lifecycle.py,
+    fanout.py, escalation.py), from their source."""
+    modules = ("lifecycle.py", "fanout.py", "escalation.py", "transitions.py")
+    tree = ast.Module(
+        body=[ast.parse((ROOT / "alerts" / m).read_text()) for m in modules], type_ignores=[]
+    )
     kinds: set[str] = set()
     actions: set[str] = set()
 
@@ -313,14 +318,13 @@ def _service_literals():
         }
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            name, args = node.func.id, node.args
-            if (
-                name in ("_to_people", "_to_webhooks", "_to_contacts", "_to_device")
-                and len(args) > 2
-            ):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute):
+            # fanout.to_people(...) from other modules, to_people(...) inside fanout.py
+            name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+            args = node.args
+            if name in ("to_people", "to_webhooks", "to_contacts", "to_device") and len(args) > 2:
                 kinds |= constants(args[2])
-            if name == "_transition" and len(args) > 4:
+            if name == "record" and len(args) > 4:
                 actions |= constants(args[4])
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "kind" for t in node.targets
@@ -380,13 +384,13 @@ def test_a_webhook_for_one_institution_from_the_cli_receives_its_contacts(conn, 
     )
     try:
         assert hook["institution_id"] == circle["centre"] and "secret" not in hook
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn,
             resident_id=circle["resident"],
             finding=Finding(rule="sos", severity="critical", title="SOS 呼救 / SOS"),
             now=clock.now(),
         )
-        service.run_due(conn, clock.advance(timedelta(minutes=10)))  # the contacts' tier
+        escalation.run_due(conn, clock.advance(timedelta(minutes=10)))  # the contacts' tier
         rows = conn.execute(
             "SELECT payload FROM notification WHERE alert_id = %s AND recipient_kind = 'webhook' "
             "AND recipient_id = %s AND idempotency_key LIKE %s",

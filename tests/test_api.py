@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from api import access
 from api.app import create_app
@@ -55,7 +55,7 @@ def world(conn, circle):
         "FROM generate_series(1, 100) n",
         (circle["resident"],),
     )
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=circle["resident"],
         now=datetime.now(UTC),

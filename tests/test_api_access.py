@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from api import access, platforms
 from care import service as care
@@ -34,7 +34,7 @@ def scene(world, conn):  # noqa: F811
     theirs = devices.add_resident(conn, name="赵桂兰")
     care.set_resident_institution(conn, resident_id=theirs.id, institution_id=other["id"])
     care.add_contract(conn, resident_id=theirs.id, doctor_id=doctor_c["id"])
-    their_alert = service.raise_finding(
+    their_alert = lifecycle.raise_finding(
         conn,
         resident_id=theirs.id,
         now=datetime.now(UTC),
@@ -401,7 +401,7 @@ def shared(scene, conn):
     )
     care.set_resident_institution(conn, resident_id=resident.id, institution_id=scene["other"])
     contract = care.add_contract(conn, resident_id=resident.id, doctor_id=scene["a"])
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=resident.id,
         now=datetime.now(UTC),

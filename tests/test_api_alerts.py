@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts import service
-from alerts.models import Finding
-from alerts.service import AlertError
+from alerts import lifecycle, transitions
+from alerts.models import AlertError, Finding
 from api import access
 from tests.support import cli, cli_json
 from tests.test_api import _token, client, world  # noqa: F401 - fixtures
@@ -27,8 +26,8 @@ def _transitions(conn, alert_id):
 
 def test_a_comment_is_a_timeline_note_that_leaves_the_state_alone(conn, world):  # noqa: F811
     now = datetime.now(UTC)
-    before = service.get_alert(conn, world["alert"])
-    after = service.comment(
+    before = transitions.get_alert(conn, world["alert"])
+    after = lifecycle.comment(
         conn, world["alert"], actor="doctor:1", now=now, note="  called the son  "
     )
     assert after.state == before.state == "open"
@@ -42,10 +41,10 @@ def test_a_comment_is_a_timeline_note_that_leaves_the_state_alone(conn, world): 
     )
     for empty in ("", "   "):
         with pytest.raises(AlertError, match="needs a note"):
-            service.comment(conn, world["alert"], actor="doctor:1", now=now, note=empty)
+            lifecycle.comment(conn, world["alert"], actor="doctor:1", now=now, note=empty)
     assert len(_transitions(conn, world["alert"])) == 2  # raised, commented
     with pytest.raises(AlertError, match="no alert"):
-        service.comment(conn, 2**40, actor="doctor:1", now=now, note="x")
+        lifecycle.comment(conn, 2**40, actor="doctor:1", now=now, note="x")
 
 
 def test_comment_through_the_api_is_scoped_audited_and_shown_by_name(client, world, conn):  # noqa: F811
@@ -109,7 +108,7 @@ def many_alerts(conn, world):  # noqa: F811
             ("info", 60),
         ]
     ):
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn,
             resident_id=world["resident"],
             now=base + timedelta(minutes=minutes),
@@ -194,7 +193,7 @@ def test_snooze_is_for_doctors_only(client, world, conn):  # noqa: F811
         "SELECT outcome, detail->>'operation' FROM audit_log WHERE action = 'access.refused' "
         "AND actor LIKE 'platform:%%' ORDER BY id DESC LIMIT 1"
     ).fetchone() == ("refused", "snooze")
-    critical = service.raise_finding(
+    critical = lifecycle.raise_finding(
         conn,
         resident_id=world["resident"],
         now=datetime.now(UTC),

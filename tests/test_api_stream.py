@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from alerts import service
+from alerts import lifecycle
 from alerts.models import Finding
 from api import access
 from api.app import create_app
@@ -331,7 +331,7 @@ def test_fifty_open_streams_neither_stall_the_api_nor_miss_an_alert(
             ).fetchone()
             assert live == (1,), "one listener for every stream"
 
-            changed = service.comment(
+            changed = lifecycle.comment(
                 conn, world["alert"], actor="system", now=datetime.now(UTC), note="fan-out"
             )
 
@@ -392,7 +392,7 @@ def test_vitals_go_to_those_who_may_see_them_and_resuming_is_about_alerts(
     # Resuming from the last id the browser has (vitals carry none) replays the alert changes.
     position = mine.of("ready")[0]["id"]
     with psycopg.connect(database_url, autocommit=True) as other:
-        service.comment(other, world["alert"], actor="system", now=datetime.now(UTC), note="n")
+        lifecycle.comment(other, world["alert"], actor="system", now=datetime.now(UTC), note="n")
     mine.wait(lambda r: r.of("alert"), what="the comment")
     resumed = httpx.get(
         url, params={"once": "true"}, headers={**a, "Last-Event-ID": str(position)}
@@ -412,7 +412,7 @@ def test_an_alert_change_that_commits_late_still_arrives(
 ):
     base = live_server(FAST)
     a = _login(base, world, "a")
-    other = service.raise_finding(
+    other = lifecycle.raise_finding(
         conn,
         resident_id=world["resident"],
         now=datetime.now(UTC),
@@ -423,8 +423,8 @@ def test_an_alert_change_that_commits_late_still_arrives(
     slow = psycopg.connect(database_url)  # one open transaction: its id is taken, not committed
     try:
         slow.execute("SELECT 1")  # begins it; the service's own transaction is a savepoint within
-        service.comment(slow, world["alert"], actor="system", now=datetime.now(UTC), note="slow")
-        service.comment(conn, other.id, actor="system", now=datetime.now(UTC), note="quick")
+        lifecycle.comment(slow, world["alert"], actor="system", now=datetime.now(UTC), note="slow")
+        lifecycle.comment(conn, other.id, actor="system", now=datetime.now(UTC), note="quick")
         stream.wait(
             lambda r: any(e["data"]["alert_id"] == other.id for e in r.of("alert")),  # type: ignore[index]
             what="the quick change",

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from alerts import service
+from alerts import escalation, lifecycle
 from alerts.models import Finding
 from api import access
 from devices import service as devices
@@ -82,7 +82,7 @@ def unbound_sos(scene, conn):  # noqa: F811
     that desk; the scene's own duty desk (of the health centre) was not notified."""
     device_id = f"sos-nobody-{scene['tag']}"
     devices.add_device(conn, device_id=device_id, kind="sos_button")
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn,
         resident_id=None,
         now=datetime.now(UTC),
@@ -144,7 +144,7 @@ def test_an_unbound_button_s_sos_is_seen_and_acked_by_the_desk_told_and_system_a
     before = conn.execute(
         "SELECT count(*) FROM notification WHERE alert_id = %s", (sos,)
     ).fetchone()
-    service.run_due(conn, datetime.now(UTC) + timedelta(hours=3))
+    escalation.run_due(conn, datetime.now(UTC) + timedelta(hours=3))
     reminders = conn.execute(
         "SELECT count(*) FROM notification WHERE alert_id = %s AND kind IN ('reminder', 'escalation')",
         (sos,),
@@ -182,7 +182,7 @@ def test_the_live_stream_shows_an_unbound_sos_to_the_desk_told_only(
     for reader in (told, other_desk, admin):
         reader.wait(lambda r: r.of("ready"), what="ready")
     with psycopg.connect(database_url, autocommit=True) as other:
-        service.comment(other, world_["sos"], actor="system", now=datetime.now(UTC), note="n")
+        lifecycle.comment(other, world_["sos"], actor="system", now=datetime.now(UTC), note="n")
 
     def got(reader) -> bool:
         return any(e["data"]["alert_id"] == world_["sos"] for e in reader.of("alert"))
@@ -290,7 +290,7 @@ def test_usernames_never_leave_the_server(client, scene, conn, database_url):  #
     # detail goes to webhooks and platforms).
     resolved = client.post(f"{API}/alerts/{alert_id}/resolve", json={"note": "ok"}, headers=a)
     assert resolved.status_code == 200, resolved.text
-    again = service.raise_finding(
+    again = lifecycle.raise_finding(
         conn,
         resident_id=scene["resident"],
         now=datetime.now(UTC),

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from alerts import service
+from alerts import lifecycle, transitions
 from alerts.engine import AlertEngine
 from alerts.models import Finding
 from alerts.settings import AlertSettings
@@ -183,7 +183,7 @@ def test_the_duty_desk_sees_an_unbound_button_s_sos_in_the_queue(api_server, con
     tag = uuid.uuid4().hex[:6]
     device_id = f"sos-nobody-{tag}"
     devices.add_device(conn, device_id=device_id, kind="sos_button")
-    sos = service.raise_finding(
+    sos = lifecycle.raise_finding(
         conn,
         resident_id=None,
         now=datetime.now(UTC),
@@ -216,7 +216,9 @@ def test_the_duty_desk_sees_an_unbound_button_s_sos_in_the_queue(api_server, con
             )
             row.locator(".btn-ack").click()
             wait_for(
-                lambda: service.get_alert(conn, sos.id).state == "acknowledged", 15, "acknowledged"
+                lambda: transitions.get_alert(conn, sos.id).state == "acknowledged",
+                15,
+                "acknowledged",
             )
         finally:
             browser.close()

@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from alerts import outbox, service
+from alerts import lifecycle, outbox
 from alerts.channels.mqtt import doctor_topic
 from alerts.clock import ManualClock
 from alerts.engine import AlertEngine
@@ -66,7 +66,7 @@ def _publish(client, topic, body):
 
 def test_a_notification_nobody_receives_is_not_marked_delivered(conn, circle, clock, engine):
     """Doctor A has no app connected (nor a login): the broker takes the publish, nobody gets it."""
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
@@ -80,7 +80,7 @@ def test_the_apps_acknowledgement_marks_the_notification_delivered(
 ):
     app_acks(clock)
     username, password = app_login(circle["a"])
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     # The app is not connected yet: published, not delivered; it goes out again later.
@@ -115,7 +115,7 @@ def test_an_app_acknowledges_only_its_own_doctors_notifications(
     app_acks(clock)
     user_a, password_a = app_login(circle["a"])
     user_b, password_b = app_login(circle["b"])
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
@@ -251,7 +251,7 @@ def test_an_ack_that_overtakes_the_record_of_its_publish_still_counts(
 ):
     """An app answers within milliseconds, while the dispatcher that published the row may still
     hold it, not yet having recorded the publish: the ack waits for that, and counts."""
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     row_id = _app_row(conn, alert.id, circle["a"])[0]
@@ -325,7 +325,7 @@ def test_parse_ack(topic, payload, expected):
 def test_alerts_show_says_why_a_notification_to_the_app_is_not_delivered(
     conn, circle, clock, engine, env
 ):
-    alert = service.raise_finding(
+    alert = lifecycle.raise_finding(
         conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
     )
     outbox.dispatch(conn, engine.fast, clock.now(), alert_id=alert.id)
@@ -353,7 +353,7 @@ def test_the_reference_app_prints_and_acknowledges_each_notification(
         text=True,
     )
     try:
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn, resident_id=circle["resident"], finding=_finding(), now=clock.now()
         )
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
-from alerts import outbox, service
+from alerts import lifecycle, outbox
 from alerts.channels.email import EmailChannel
 from alerts.channels.webhook import WebhookChannel, verify_signature
 from alerts.clock import ManualClock
@@ -89,7 +89,7 @@ def test_a_failing_webhook_receives_everything_exactly_once_after_it_recovers(
     )
     clock = ManualClock(datetime.now(UTC))
     alerts = [
-        service.raise_finding(
+        lifecycle.raise_finding(
             conn,
             resident_id=circle["resident"],
             now=clock.now(),
@@ -97,7 +97,7 @@ def test_a_failing_webhook_receives_everything_exactly_once_after_it_recovers(
         )
         for rule in ("fever", "glucose_low", "hypotension")
     ]
-    service.acknowledge(conn, alerts[0].id, actor="doctor:1", now=clock.now())
+    lifecycle.acknowledge(conn, alerts[0].id, actor="doctor:1", now=clock.now())
     keys = {
         r[0]
         for r in conn.execute(
@@ -141,7 +141,7 @@ def test_email_is_delivered_to_a_real_smtp_server(conn, circle):
     controller.start()
     try:
         now = datetime.now(UTC)
-        alert = service.raise_finding(
+        alert = lifecycle.raise_finding(
             conn,
             resident_id=circle["resident"],
             now=now,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import orjson
+import paho.mqtt.client as paho
 
 from alerts.channels.base import ChannelError, Delivery
-from eldercare.mqtt import _Client
 
 
 def doctor_topic(doctor_id: str | int) -> str:
@@ -22,7 +22,7 @@ def device_ack_topic(device_id: str) -> str:
 
 
 class _Publisher:
-    def __init__(self, client: _Client, timeout_s: float) -> None:
+    def __init__(self, client: paho.Client, timeout_s: float) -> None:
         self.client = client
         self.timeout_s = timeout_s
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, StringConstraints
 
-from alerts import service
-from alerts.service import AlertError
+from alerts import lifecycle, transitions
+from alerts.models import AlertError, Severity
 from api import cursor, queries
 from api.access import Principal, audit
 from api.deps import Caller, Conn, IdPath, IdQuery, client_address
@@ -115,7 +115,7 @@ def list_alerts(
     response: Response,
     state: Literal["unresolved", "pending", "open", "acknowledged", "resolved"]
     | None = "unresolved",
-    severity: Literal["info", "warning", "critical"] | None = None,
+    severity: Severity | None = None,
     resident_id: IdQuery = None,
     since: Annotated[datetime | None, Query(description="opened at or after")] = None,
     until: Annotated[datetime | None, Query(description="opened before")] = None,
@@ -182,7 +182,7 @@ def _resident_of(conn: Conn, caller: Principal, alert_id: int) -> int | None:
 def get_alert(alert_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
     """One alert with its timeline."""
     resident_id = _resident_of(conn, caller, alert_id)
-    alert = asdict(service.get_alert(conn, alert_id))
+    alert = asdict(transitions.get_alert(conn, alert_id))
     params = {"alert_id": alert_id, "people": caller.kind == "user"}
     with conn.cursor(row_factory=dict_row) as cur:
         alert.update(cur.execute(queries.ALERT_HANDLERS, params).fetchone() or {})
@@ -230,7 +230,7 @@ def _act(
         )
         raise HTTPException(403, refusal)
     try:
-        alert = getattr(service, action)(conn, alert_id, now=datetime.now(UTC), **kwargs)
+        alert = getattr(lifecycle, action)(conn, alert_id, now=datetime.now(UTC), **kwargs)
     except AlertError as exc:
         raise HTTPException(409, str(exc)) from None
     audit(

@@ -230,11 +230,11 @@ def _aware(moment: datetime) -> datetime:
 
 @router.get("/{resident_id}/news2", responses={401: {}, 404: {}})
 def news2_now(resident_id: IdPath, caller: Caller, conn: Conn, request: Request) -> dict[str, Any]:
-    """NEWS2 now, exactly as the alert rule judges it (alerts/rules.py assess_news2): each
+    """NEWS2 now, exactly as the alert rule judges it (alerts/rules/early_warning.py assess_news2): each
     parameter's latest confirmed value, the resident's SpO2 scale and oxygen record; a partial score
     says which parameters it used and their age, what is missing or unscored, which readings are not
     yet confirmed, and where air/oxygen and consciousness came from."""
-    from alerts.rules import assess_news2
+    from alerts.rules.early_warning import assess_news2
     from alerts.window import load_window
 
     _visible(conn, caller, resident_id)
@@ -256,7 +256,7 @@ def thresholds(
 ) -> dict[str, dict[str, float | None]]:
     """Alert thresholds per metric, as the rules apply them: the defaults for the resident's SpO2
     scale, each side replaced by the doctor's override where one is set."""
-    from alerts.rules import Limits, defaults_for, effective_limits
+    from alerts.rules.limits import Limits, defaults_for, effective_limits
     from alerts.window import overrides
 
     resident = _visible(conn, caller, resident_id)
