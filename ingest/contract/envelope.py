@@ -1,6 +1,7 @@
 """What every device message shares: its topic, size and JSON, msg_id, device_id and timestamps.
 
-Pure like the rest of the contract; the telemetry, events and status modules build on these checks.
+Pure like the rest of the contract (now_utc is the clock its callers hand in); the telemetry,
+events and status modules build on these checks.
 """
 
 from __future__ import annotations

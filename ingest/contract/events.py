@@ -1,8 +1,5 @@
-"""Event messages (sos, fall, sos_cancel …): strict for ordinary events, repaired for emergencies.
-
-An emergency is refused only when nothing usable is left; whatever else is wrong with it is repaired
-and listed in its `problems`, because a person pressed a button.
-"""
+"""Event messages (sos, fall, sos_cancel …): strict for ordinary events, repaired for emergencies
+(see parse_event)."""
 
 from __future__ import annotations
 
