@@ -113,7 +113,7 @@ def add_platform(
     """Register a platform and print its read-only API key (shown only this once)."""
     with context.database() as conn:
         try:
-            client_id, key = access.add_platform(
+            client_id, key = platforms.add(
                 conn,
                 name=name,
                 institution_ids=institution,

@@ -15,7 +15,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from api import queries
-from api.access import PLATFORM_SCOPES, AccessError, new_token, token_hash
+from api.access import (
+    PLATFORM_SCOPES,
+    AccessError,
+    new_token,
+    release_attempt,
+    reserve_attempt,
+    token_hash,
+)
 
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 
@@ -145,8 +152,6 @@ def client_credentials(
 
     The client is the platform's id, its secret an API key of it; the token's scopes are the
     requested subset of the key's. Failures count towards the login rate limit (429)."""
-    from api.access import release_attempt, reserve_attempt
-
     who = f"platform:{client_id}"[:100]
     attempt = reserve_attempt(conn, username=who, address=address)
     row = None

@@ -8,7 +8,7 @@ WHERE u.username = %s AND u.active
 
 # A login attempt is reserved (as a failure, deleted again when the password was right) under two
 # advisory locks, the address's and then the account's, always in that order (no deadlock): two
-# concurrent attempts cannot both see room for one more (api/access.py: reserve_attempt).
+# concurrent attempts cannot both see room for one more (api/access/login_limits.py: reserve_attempt).
 LOCK_LOGIN_ADDRESS = "SELECT pg_advisory_xact_lock(hashtextextended('login-address:' || %s, 0))"
 LOCK_LOGIN_ACCOUNT = "SELECT pg_advisory_xact_lock(hashtextextended('login-account:' || %s, 0))"
 RESERVE_LOGIN_ATTEMPT = """

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from eldercare import context
 from eldercare.output import emit_json, fail, since, table
 from ingest import queries
-from ingest.contract import Reason
+from ingest.contract.envelope import Reason
 from ingest.settings import IngestSettings
 from ingest.slots import claim_slot
 from store.readiness import Reporter
@@ -111,7 +111,7 @@ def ingest(
 def _prune_once(ingest_cfg: IngestSettings) -> None:
     from dataclasses import asdict
 
-    from ingest.contract import now_utc
+    from ingest.contract.envelope import now_utc
     from ingest.maintenance import prune
 
     with context.database() as conn:  # autocommit: each batch commits

@@ -15,20 +15,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ingest import hooks, queries
-from ingest.contract import (
-    DeviceEvent,
-    Invalid,
-    Limits,
-    Problem,
-    Reason,
-    Repair,
-    claimed_msg_id,
-    now_utc,
-    parse_event,
-    parse_status,
-    topic_parts,
-)
-from ingest.pipeline import Incoming, Quarantined, _quarantine_params, parse_failure
+from ingest.contract.envelope import Invalid, Limits, Reason, claimed_msg_id, now_utc, topic_parts
+from ingest.contract.events import DeviceEvent, Problem, Repair, parse_event
+from ingest.contract.status import parse_status
+from ingest.pipeline import Incoming, Quarantined, parse_failure, quarantine_params
 from ingest.registry import DeviceRegistry
 from store.db import is_transient
 
@@ -229,7 +219,7 @@ class EventWriter:
             message.received_at, message.topic, device_id, reason.value, detail, message.payload
         )
         with self.conn.transaction():
-            self.conn.execute(queries.INSERT_QUARANTINE, _quarantine_params(item))
+            self.conn.execute(queries.INSERT_QUARANTINE, quarantine_params(item))
 
 
 def _refusal(exc: Exception) -> str:

@@ -28,7 +28,7 @@ class StoredEvent:
     received_at: datetime
     lat: float | None
     lon: float | None
-    # Repairs made to store an emergency despite faults (ingest/contract.py: Repair), if any.
+    # Repairs made to store an emergency despite faults (ingest/contract/events.py: Repair), if any.
     problems: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from ingest import queries
-from ingest.contract import now_utc
+from ingest.contract.envelope import now_utc
 from store import rollups
 from store.db import connect_with_retry, storage_kind
 

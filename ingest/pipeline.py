@@ -14,15 +14,8 @@ from datetime import datetime
 import psycopg
 
 from ingest import queries
-from ingest.contract import (
-    Limits,
-    ParsedTelemetry,
-    Reason,
-    Rejection,
-    now_utc,
-    parse_telemetry,
-    topic_parts,
-)
+from ingest.contract.envelope import Limits, Reason, Rejection, now_utc, topic_parts
+from ingest.contract.telemetry import ParsedTelemetry, parse_telemetry
 from ingest.registry import DeviceRegistry
 from store.db import is_transient
 
@@ -194,7 +187,7 @@ class TelemetryWriter:
                 if batch.quarantined:
                     cur.executemany(
                         queries.INSERT_QUARANTINE,
-                        [_quarantine_params(q) for q in batch.quarantined],
+                        [quarantine_params(q) for q in batch.quarantined],
                     )
         self.stored_messages += len(messages) - len(batch.quarantined)
         self.quarantined_messages += len(batch.quarantined)
@@ -221,11 +214,12 @@ class TelemetryWriter:
             message.payload,
         )
         with self.conn.transaction():
-            self.conn.execute(queries.INSERT_QUARANTINE, _quarantine_params(item))
+            self.conn.execute(queries.INSERT_QUARANTINE, quarantine_params(item))
         self.quarantined_messages += 1
 
 
-def _quarantine_params(q: Quarantined) -> tuple[object, ...]:
+def quarantine_params(q: Quarantined) -> tuple[object, ...]:
+    """The parameters of queries.INSERT_QUARANTINE, for telemetry and events alike."""
     return (
         q.received_at,
         q.topic[:1000],

@@ -14,7 +14,7 @@ from datetime import datetime
 import psycopg
 
 from devices import queries
-from ingest.contract import Reason
+from ingest.contract.envelope import Reason
 
 
 @dataclass

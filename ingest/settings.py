@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.contract import Limits
+from ingest.contract.envelope import Limits
 from ingest.maintenance import Retention
 
 

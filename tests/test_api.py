@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from alerts import lifecycle
 from alerts.models import Finding
-from api import access
+from api import access, platforms
 from api.app import create_app
 from care import service as care
 from store import db, rollups
@@ -45,10 +45,8 @@ def world(conn, circle):
         )
         users[name] = (username, f"pw-{tag}-{name}")
     other = care.add_institution(conn, name=f"其他中心 {tag}", kind="community_health_centre")
-    _, own_key = access.add_platform(
-        conn, name=f"platform-{tag}", institution_ids=[circle["centre"]]
-    )
-    _, other_key = access.add_platform(conn, name=f"elsewhere-{tag}", institution_ids=[other["id"]])
+    _, own_key = platforms.add(conn, name=f"platform-{tag}", institution_ids=[circle["centre"]])
+    _, other_key = platforms.add(conn, name=f"elsewhere-{tag}", institution_ids=[other["id"]])
     conn.execute(
         "INSERT INTO reading (device_id, metric, measured_at, resident_id, value, received_at, msg_id) "
         "SELECT 'api-dev', 'heart_rate', now() - n * INTERVAL '5 minutes', %s, 60 + n %% 10, now(), 'm' || n "

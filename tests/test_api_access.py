@@ -65,7 +65,7 @@ def scene(world, conn):  # noqa: F811
         devices.add_device(conn, device_id=device_id, kind="wristband", resident_id=resident)
         devices.set_owner(conn, device_id=device_id, institution_id=institution)
         owned[key] = device_id
-    platform_id, narrow_key = access.add_platform(
+    platform_id, narrow_key = platforms.add(
         conn,
         name=f"narrow-{tag}",
         institution_ids=[world["centre"]],

@@ -17,7 +17,7 @@ from store import db
 from tests.test_api import client, world  # noqa: F401 - fixtures
 
 LOGIN = "/api/v1/auth/login"
-# The limits (api/access.py), as numbers: what an operator reads in docs/api.md.
+# The limits (api/access/login_limits.py), as numbers: what an operator reads in docs/api.md.
 PER_ADDRESS_AND_ACCOUNT = 5
 PER_ADDRESS = 30
 SLOWED_AFTER = 20  # failures on one account from all addresses together

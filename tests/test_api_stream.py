@@ -23,7 +23,7 @@ import uvicorn
 
 from alerts import lifecycle
 from alerts.models import Finding
-from api import access
+from api import platforms
 from api.app import create_app
 from api.hub import Timing
 from api.logs import REDACTED, RedactSecrets, redact_query
@@ -282,7 +282,7 @@ def test_a_revoked_or_expired_token_ends_the_open_stream(live_server, readers, w
 
 def test_a_disabled_platform_s_open_stream_ends(live_server, readers, world, conn):  # noqa: F811
     base = live_server(FAST)
-    platform_id, key = access.add_platform(
+    platform_id, key = platforms.add(
         conn, name=f"stream-{uuid.uuid4().hex[:6]}", institution_ids=[world["centre"]]
     )
     stream = readers(f"{base}/api/v1/stream", headers={"Authorization": f"Bearer {key}"})

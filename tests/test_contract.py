@@ -7,15 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.contract import (
-    Invalid,
-    Limits,
-    Reason,
-    parse_event,
-    parse_status,
-    parse_telemetry,
-    topic_parts,
-)
+from ingest.contract.envelope import Invalid, Limits, Reason, topic_parts
+from ingest.contract.events import parse_event
+from ingest.contract.status import parse_status
+from ingest.contract.telemetry import parse_telemetry
 from ingest.metrics import METRICS
 from ingest.pipeline import Incoming, build_batch
 from ingest.registry import DeviceRegistry, _Entry

@@ -9,16 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.contract import (
+from ingest.contract.envelope import Invalid, Limits, Reason, topic_parts
+from ingest.contract.events import parse_event
+from ingest.contract.status import parse_status
+from ingest.contract.telemetry import (
     MAX_ARRAY_ELEMENTS,
     MAX_REJECTIONS_PER_MESSAGE,
-    Invalid,
-    Limits,
-    Reason,
-    parse_event,
-    parse_status,
     parse_telemetry,
-    topic_parts,
 )
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from ingest import maintenance
-from ingest.contract import Reason, parse_telemetry
+from ingest.contract.envelope import Reason
+from ingest.contract.telemetry import parse_telemetry
 from ingest.maintenance import Maintenance, Retention, prune
 from ingest.settings import IngestSettings
 from store import db

@@ -19,7 +19,10 @@ from devices.simulator.episodes import EPISODES, ScheduledEpisode, messages, tim
 from devices.simulator.plan import PlannedDevice, default_mix, plan, sim_clock
 from devices.simulator.run import Options, simulate
 from devices.simulator.vitals import Message, baseline, epoch_ms
-from ingest.contract import Limits, parse_event, parse_status, parse_telemetry
+from ingest.contract.envelope import Limits
+from ingest.contract.events import parse_event
+from ingest.contract.status import parse_status
+from ingest.contract.telemetry import parse_telemetry
 from ingest.metrics import METRICS
 from tests.support import wait_for
 

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from devices.simulator.vitals import Message, epoch_ms
 from eldercare.mqtt import Will, connect_blocking, new_client
 from eldercare.settings import MqttEndpoint
-from ingest.contract import TOPIC_PREFIX
+from ingest.contract.envelope import TOPIC_PREFIX
 
 RETRY_DELAY_S = 0.5
 EMERGENCIES = ("sos", "fall")

@@ -20,7 +20,7 @@ import psycopg
 from devices import service
 from devices.models import Device
 from devices.service import EmergencyContact, RegistryError
-from ingest.contract import Limits
+from ingest.contract.envelope import Limits
 
 FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 MAX_RESIDENTS = 999  # three digits in the device ids

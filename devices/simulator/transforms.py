@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from devices.simulator.vitals import Message, Profile, event, rounded
-from ingest.contract import MAX_PAYLOAD_BYTES
+from ingest.contract.envelope import MAX_PAYLOAD_BYTES
 
 BACKLOG_GAP = timedelta(minutes=4)
 GPS_KINDS = frozenset({"wristband"})  # worn outdoors, so their events carry a location
