@@ -1,10 +1,11 @@
-"""Reads and writes of care relationships (data + CLI now; the HTTP API builds on these)."""
+"""Reads and writes of care relationships and the rules they obey, for the CLI (care/cli.py) and
+the API (api/views/admin_*.py); the SQL is in care/queries.py."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import psycopg
 from psycopg import sql
@@ -15,15 +16,21 @@ from care import queries
 from devices import queries as registry_queries
 from devices.service import DuplicateArchive
 
-INSTITUTION_KINDS = (
+# Each list is written once, as a Literal type (the API's schemas and mypy use it); the tuple is
+# taken from it for the checks below and the CLI's help.
+InstitutionKind = Literal[
     "community_health_centre",
     "township_hospital",
     "care_home",
     "care_home_medical_room",
     "partner_hospital",
     "duty_desk",
-)
-TIER_TARGETS = ("contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts")
+]
+INSTITUTION_KINDS: tuple[InstitutionKind, ...] = get_args(InstitutionKind)
+TierTarget = Literal[
+    "contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts"
+]
+TIER_TARGETS: tuple[TierTarget, ...] = get_args(TierTarget)
 CHANNELS = ("mqtt", "email")
 
 

@@ -4,25 +4,18 @@ contracts, thresholds and escalation policies (the rules are in care/service.py)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, NO_NUL
+from care.service import InstitutionKind, TierTarget
 
 # --- institutions ---------------------------------------------------------------------------
 
 
 class NewInstitution(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    kind: Literal[
-        "community_health_centre",
-        "township_hospital",
-        "care_home",
-        "care_home_medical_room",
-        "partner_hospital",
-        "duty_desk",
-    ]
+    kind: InstitutionKind
     phone: str | None = Field(default=None, max_length=40, pattern=NO_NUL)
 
 
@@ -108,9 +101,7 @@ class StoredThreshold(Threshold):
 
 class Tier(BaseModel):
     after_s: int = Field(ge=0, le=7 * 24 * 3600)
-    notify: list[
-        Literal["contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts"]
-    ] = Field(min_length=1)
+    notify: list[TierTarget] = Field(min_length=1)
 
 
 class Policy(BaseModel):

@@ -3,7 +3,7 @@ administrators (reading them: api/views/residents.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +14,14 @@ from api.views.admin_common import audit_request, refused
 from api.views.guards import is_contracted_doctor, owns_resident, see_resident
 from care import service as care
 from care.service import CareError, ThresholdError
+from ingest.metrics import METRICS
 
 router = APIRouter()  # under /api/v1 with the "administration" tag, see api/views/admin.py
+
+if TYPE_CHECKING:
+    MetricKey = str
+else:  # The metric table's keys, which the schema lists inline (mypy cannot read a computed Literal).
+    MetricKey = Literal[tuple(METRICS)]
 
 
 @router.put(
@@ -25,17 +31,7 @@ router = APIRouter()  # under /api/v1 with the "administration" tag, see api/vie
 )
 def set_threshold(
     resident_id: IdPath,
-    metric: Literal[
-        "heart_rate",
-        "spo2",
-        "systolic_bp",
-        "diastolic_bp",
-        "resp_rate",
-        "body_temp",
-        "blood_glucose",
-        "steps",
-        "weight",
-    ],
+    metric: MetricKey,
     body: Threshold,
     caller: Caller,
     conn: Conn,
