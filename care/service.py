@@ -1,26 +1,36 @@
-"""Reads and writes of care relationships (data + CLI now; the HTTP API builds on these)."""
+"""Reads and writes of care relationships and the rules they obey, for the CLI (care/cli.py) and
+the API (api/views/admin_*.py); the SQL is in care/queries.py."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from care import queries
+from devices import queries as registry_queries
 from devices.service import DuplicateArchive
 
-INSTITUTION_KINDS = (
+# Each list is written once, as a Literal type (the API's schemas and mypy use it); the tuple is
+# taken from it for the checks below and the CLI's help.
+InstitutionKind = Literal[
     "community_health_centre",
     "township_hospital",
     "care_home",
     "care_home_medical_room",
     "partner_hospital",
     "duty_desk",
-)
-TIER_TARGETS = ("contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts")
+]
+INSTITUTION_KINDS: tuple[InstitutionKind, ...] = get_args(InstitutionKind)
+TierTarget = Literal[
+    "contracted_doctor", "team", "duty_desk", "partner_duty_desk", "emergency_contacts"
+]
+TIER_TARGETS: tuple[TierTarget, ...] = get_args(TierTarget)
 CHANNELS = ("mqtt", "email")
 
 
@@ -38,15 +48,16 @@ class ThresholdError(CareError):
         self.side = side
 
 
-def _one(conn: psycopg.Connection, sql: str, params: Any) -> dict[str, Any]:
+def _one(conn: psycopg.Connection, statement: str, params: Any) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(sql, params).fetchone()
+        row = cur.execute(statement, params).fetchone()
     assert row is not None
     return row
 
 
 def _exists(conn: psycopg.Connection, table: str, row_id: int, what: str) -> None:
-    if conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (row_id,)).fetchone() is None:
+    statement = sql.SQL(queries.ROW_EXISTS).format(table=sql.Identifier(table))
+    if conn.execute(statement, (row_id,)).fetchone() is None:
         raise CareError(f"no {what} {row_id}")
 
 
@@ -62,18 +73,9 @@ def add_institution(
     if kind not in INSTITUTION_KINDS:
         raise CareError(f"unknown institution kind {kind!r}; known: {', '.join(INSTITUTION_KINDS)}")
     with conn.transaction():
-        row = _one(
-            conn,
-            "INSERT INTO institution (name, kind, phone) VALUES (%s, %s, %s) RETURNING *",
-            (name, kind, phone),
-        )
+        row = _one(conn, queries.INSERT_INSTITUTION, (name, kind, phone))
         if with_duty_desk:
-            desk = _one(
-                conn,
-                "INSERT INTO doctor (name, role, institution_id, phone) "
-                "VALUES (%s, 'duty_desk', %s, %s) RETURNING id",
-                (f"{name} 值班台", row["id"], phone),
-            )
+            desk = _one(conn, queries.INSERT_DUTY_DESK, (f"{name} 值班台", row["id"], phone))
             row["duty_desk_id"] = desk["id"]
     return row
 
@@ -90,13 +92,7 @@ def add_doctor(
     with conn.transaction():
         if institution_id is not None:
             _exists(conn, "institution", institution_id, "institution")
-        return _one(
-            conn,
-            "INSERT INTO doctor (name, institution_id, team, phone, email) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id, name, role, institution_id, team, phone, email, "
-            "channels",
-            (name, institution_id, team, phone, email),
-        )
+        return _one(conn, queries.INSERT_DOCTOR, (name, institution_id, team, phone, email))
 
 
 def set_preferences(
@@ -126,9 +122,7 @@ def set_preferences(
         _exists(conn, "doctor", doctor_id, "doctor")
         return _one(
             conn,
-            "UPDATE doctor SET channels = coalesce(%s, channels), quiet_start = coalesce(%s::time, "
-            "quiet_start), quiet_end = coalesce(%s::time, quiet_end), timezone = coalesce(%s, timezone) "
-            "WHERE id = %s RETURNING id, name, channels, quiet_start, quiet_end, timezone",
+            queries.UPDATE_PREFERENCES,
             (
                 Jsonb(channels) if channels is not None else None,
                 quiet_start,
@@ -151,21 +145,12 @@ def add_contract(
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
         _exists(conn, "doctor", doctor_id, "doctor")
-        return _one(
-            conn,
-            "INSERT INTO contract (resident_id, doctor_id, valid_from, valid_to) "
-            "VALUES (%s, %s, coalesce(%s, now()), %s) RETURNING *",
-            (resident_id, doctor_id, valid_from, valid_to),
-        )
+        return _one(conn, queries.INSERT_CONTRACT, (resident_id, doctor_id, valid_from, valid_to))
 
 
 def is_contracted(conn: psycopg.Connection, *, resident_id: int, doctor_id: int) -> bool:
     """Whether the doctor has an active contract (家庭医生签约) with the resident now."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM contract WHERE resident_id = %s AND doctor_id = %s "
-        "AND valid_from <= now() AND (valid_to IS NULL OR valid_to > now()))",
-        (resident_id, doctor_id),
-    ).fetchone()
+    row = conn.execute(queries.IS_CONTRACTED, (resident_id, doctor_id)).fetchone()
     return bool(row and row[0])
 
 
@@ -175,9 +160,7 @@ def set_resident_institution(
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
         _exists(conn, "institution", institution_id, "institution")
-        conn.execute(
-            "UPDATE resident SET institution_id = %s WHERE id = %s", (institution_id, resident_id)
-        )
+        conn.execute(queries.SET_RESIDENT_INSTITUTION, (institution_id, resident_id))
 
 
 def add_agreement(
@@ -187,12 +170,7 @@ def add_agreement(
     with conn.transaction():
         _exists(conn, "institution", care_home_id, "institution")
         _exists(conn, "institution", medical_institution_id, "institution")
-        return _one(
-            conn,
-            "INSERT INTO cooperation_agreement (care_home_id, medical_institution_id) "
-            "VALUES (%s, %s) RETURNING *",
-            (care_home_id, medical_institution_id),
-        )
+        return _one(conn, queries.INSERT_AGREEMENT, (care_home_id, medical_institution_id))
 
 
 def set_policy(
@@ -217,9 +195,7 @@ def set_policy(
             _exists(conn, "institution", institution_id, "institution")
         return _one(
             conn,
-            "INSERT INTO escalation_policy (institution_id, severity, reminder_every_s, tiers) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (institution_id, severity) DO UPDATE SET "
-            "reminder_every_s = EXCLUDED.reminder_every_s, tiers = EXCLUDED.tiers RETURNING *",
+            queries.UPSERT_POLICY,
             (institution_id, severity, reminder_every_s, Jsonb(tiers)),
         )
 
@@ -271,7 +247,7 @@ def set_threshold(
     check_threshold(metric, low=low, high=high)
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
-        scale = conn.execute("SELECT spo2_scale FROM resident WHERE id = %s", (resident_id,))
+        scale = conn.execute(queries.RESIDENT_SPO2_SCALE, (resident_id,))
         row = scale.fetchone()
         default = defaults_for(row[0] if row else 1).get(metric, Limits())
         merged = effective_limits(default, Limits(low, high))
@@ -282,19 +258,11 @@ def set_threshold(
                 + "; give both sides"
             )
         with conn.cursor(row_factory=dict_row) as cur:
-            previous = cur.execute(
-                "SELECT low, high FROM resident_threshold WHERE resident_id = %s AND metric = %s "
-                "FOR UPDATE",
-                (resident_id, metric),
-            ).fetchone()
-        return _one(
-            conn,
-            "INSERT INTO resident_threshold (resident_id, metric, low, high, set_by) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (resident_id, metric) DO UPDATE SET "
-            "low = EXCLUDED.low, high = EXCLUDED.high, set_by = EXCLUDED.set_by, set_at = now() "
-            "RETURNING *",
-            (resident_id, metric, low, high, set_by),
-        ) | {"effective": {"low": merged.low, "high": merged.high}, "previous": previous}
+            previous = cur.execute(queries.THRESHOLD_FOR_UPDATE, (resident_id, metric)).fetchone()
+        return _one(conn, queries.UPSERT_THRESHOLD, (resident_id, metric, low, high, set_by)) | {
+            "effective": {"low": merged.low, "high": merged.high},
+            "previous": previous,
+        }
 
 
 def add_webhook(
@@ -316,12 +284,7 @@ def add_webhook(
     with conn.transaction():
         if institution_id is not None:
             _exists(conn, "institution", institution_id, "institution")
-        row = _one(
-            conn,
-            "INSERT INTO webhook_subscription (name, url, secret, min_severity, institution_id) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id, name, url, min_severity, institution_id",
-            (name, url, secret, min_severity, institution_id),
-        )
+        row = _one(conn, queries.INSERT_WEBHOOK, (name, url, secret, min_severity, institution_id))
     return row
 
 
@@ -332,9 +295,7 @@ def end_contract(
     resident nor gets their alerts."""
     with conn.transaction():
         with conn.cursor(row_factory=dict_row) as cur:
-            contract = cur.execute(
-                "SELECT *, now() AS now FROM contract WHERE id = %s FOR UPDATE", (contract_id,)
-            ).fetchone()
+            contract = cur.execute(queries.CONTRACT_FOR_UPDATE, (contract_id,)).fetchone()
         if contract is None:
             raise CareError(f"no contract {contract_id}")
         now = contract.pop("now")
@@ -343,11 +304,7 @@ def end_contract(
         moment = valid_to or now
         if moment <= contract["valid_from"]:
             raise CareError(f"a contract ends after it began ({contract['valid_from']})")
-        return _one(
-            conn,
-            "UPDATE contract SET valid_to = %s WHERE id = %s RETURNING *",
-            (moment, contract_id),
-        )
+        return _one(conn, queries.END_CONTRACT, (moment, contract_id))
 
 
 # What an update of a resident may change (contacts are replaced as a whole, see below).
@@ -371,8 +328,6 @@ def update_resident(
 ) -> dict[str, Any]:
     """Change some of RESIDENT_FIELDS, and replace the emergency contacts when `contacts` is given
     (in the order of priority: an escalation calls them in that order)."""
-    from psycopg import sql
-
     unknown = set(changes) - set(RESIDENT_FIELDS)
     if unknown:
         raise CareError(f"cannot change {', '.join(sorted(unknown))}")
@@ -383,12 +338,11 @@ def update_resident(
                 _exists(conn, "institution", changes["institution_id"], "institution")
             if changes:
                 conn.execute(
-                    sql.SQL("UPDATE resident SET {} WHERE id = {}").format(
-                        sql.SQL(", ").join(
+                    sql.SQL(queries.UPDATE_RESIDENT).format(
+                        assignments=sql.SQL(", ").join(
                             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k))
                             for k in changes
-                        ),
-                        sql.Placeholder("resident_id"),
+                        )
                     ),
                     {**changes, "resident_id": resident_id},
                 )
@@ -408,41 +362,24 @@ def _replace_contacts(
     # take them for someone new and call them twice.
     existing = {
         (name, phone): contact_id
-        for contact_id, name, phone in conn.execute(
-            "SELECT id, name, phone FROM emergency_contact WHERE resident_id = %s", (resident_id,)
-        )
+        for contact_id, name, phone in conn.execute(queries.CONTACT_KEYS, (resident_id,))
     }
     for priority, contact in enumerate(contacts, start=1):
         values = (contact["name"], contact["phone"], contact.get("relation"), priority)
         contact_id = existing.pop((contact["name"], contact["phone"]), None)
         if contact_id is None:
-            conn.execute(
-                "INSERT INTO emergency_contact (resident_id, name, phone, relation, priority) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (resident_id, *values),
-            )
+            conn.execute(registry_queries.INSERT_CONTACT, (resident_id, *values))
         else:
-            conn.execute(
-                "UPDATE emergency_contact SET name = %s, phone = %s, relation = %s, priority = %s "
-                "WHERE id = %s",
-                (*values, contact_id),
-            )
-    conn.execute("DELETE FROM emergency_contact WHERE id = ANY(%s)", (list(existing.values()),))
+            conn.execute(queries.UPDATE_CONTACT, (*values, contact_id))
+    conn.execute(queries.DELETE_CONTACTS, (list(existing.values()),))
 
 
 def resident_record(conn: psycopg.Connection, resident_id: int) -> dict[str, Any]:
     """A resident's registry record with institution and emergency contacts."""
-    resident = _one(
-        conn,
-        "SELECT id, name, archive_id, birth_date, gender, address, spo2_scale, institution_id "
-        "FROM resident WHERE id = %s",
-        (resident_id,),
-    )
+    resident = _one(conn, queries.RESIDENT_RECORD, (resident_id,))
     with conn.cursor(row_factory=dict_row) as cur:
         resident["emergency_contacts"] = cur.execute(
-            "SELECT name, phone, relation, priority FROM emergency_contact WHERE resident_id = %s "
-            "ORDER BY priority, id",
-            (resident_id,),
+            registry_queries.SELECT_CONTACTS, (resident_id,)
         ).fetchall()
     return resident
 
@@ -466,9 +403,4 @@ def set_breathing(
         raise CareError(f"breathing must be one of {', '.join(BREATHING)}, not {breathing!r}")
     with conn.transaction():
         _exists(conn, "resident", resident_id, "resident")
-        return _one(
-            conn,
-            "UPDATE resident SET on_oxygen = %s, on_oxygen_set_by = %s, on_oxygen_set_at = now() "
-            "WHERE id = %s RETURNING id, on_oxygen, on_oxygen_set_by, on_oxygen_set_at",
-            (BREATHING[breathing], set_by, resident_id),
-        )
+        return _one(conn, queries.SET_BREATHING, (BREATHING[breathing], set_by, resident_id))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg import sql
 from psycopg.rows import dict_row
-from pydantic import BaseModel, Field
 
 from api import cursor, queries
 from api.access import audit
 from api.deps import Caller, Conn, IdPath, client_address
+from api.schemas.residents import Latest, Reading, ReadingPage, ResidentDetail, ResidentSummary
 from ingest.metrics import METRICS
 
 router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
@@ -22,57 +22,6 @@ router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
 MetricName = StrEnum("MetricName", {key: key for key in METRICS})  # type: ignore[misc]
 
 NOT_FOUND = "no such resident (or not one of yours)"
-
-
-class ResidentSummary(BaseModel):
-    id: int
-    name: str
-    archive_id: str | None
-    birth_date: date | None
-    gender: str | None
-    institution_id: int | None
-
-
-class Device(BaseModel):
-    device_id: str
-    kind: str
-    online: bool
-    battery: int | None
-    last_seen_at: datetime | None
-
-
-class ResidentDetail(ResidentSummary):
-    address: str | None
-    spo2_scale: int
-    contracted_doctor: dict[str, Any] | None
-    devices: list[Device]
-
-
-class Reading(BaseModel):
-    at: datetime
-    metric: str
-    value: float
-    device_id: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-    samples: int | None = None
-
-
-class ReadingPage(BaseModel):
-    resident_id: int
-    bucket: str
-    readings: list[Reading]
-    next: str | None = Field(
-        description="pass as ?cursor= (with the same query) for the next page; null on the last"
-    )
-
-
-class Latest(BaseModel):
-    metric: str
-    value: float
-    unit: str
-    measured_at: datetime
-    device_id: str
 
 
 @router.get("", response_model=list[ResidentSummary], responses={401: {}})
