@@ -117,7 +117,7 @@ def drill(
             "eldercare drill: peak RSS MiB (restarts)",
             ["scenario", *names],
             [
-                (s.scenario, *(f"{s.peak_rss_mb[n]:g} ({s.restarts[n]})" for n in names))
+                (s.scenario, *(f"{s.peak_rss_mb[n]:g} ({s.restarts.get(n, 0)})" for n in names))
                 for s in result.scenarios
             ],
         )

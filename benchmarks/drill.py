@@ -15,6 +15,7 @@ press → the device's ack (sent after the event is committed).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -114,6 +115,14 @@ class _Process:
     peak_kb: int = 0
     restarts: int = 0
 
+    def reset(self) -> None:
+        """Start a new peak: VmHWM is reset to the current RSS (Linux: clear_refs 5)."""
+        self.peak_kb, self.restarts = 0, 0
+        if self.popen is not None:
+            # Failing that, the peak is the process's since it started.
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{self.popen.pid}/clear_refs").write_text("5")
+
     def sample(self) -> None:
         if self.popen is None:
             return
@@ -133,6 +142,7 @@ class Drill:
         self.postgres = PrivatePostgres(self.pg_dir / "data")
         self.system: BenchSystem | None = None
         self.processes: list[_Process] = []
+        self.broker = _Process("mosquitto", ())
         self._stop_sampler = threading.Event()
         self._sampler: threading.Thread | None = None
         # While set, exited processes are left alone (the drill itself is stopping them).
@@ -203,6 +213,11 @@ class Drill:
                     process.restarts += 1
                     time.sleep(1)  # a supervisor's restart delay
                     self._spawn(process)
+            # The broker is sampled too (it holds the backlog), under its current pid.
+            if self.system is not None and self.system.broker.process is not None:
+                if self.broker.popen is not self.system.broker.process:
+                    self.broker.popen = self.system.broker.process
+                self.broker.sample()
 
     def _wait_log(self, log: str, marker: bytes, times: int, timeout_s: float) -> None:
         assert self.system is not None
@@ -226,14 +241,12 @@ class Drill:
                 except subprocess.TimeoutExpired:
                     process.popen.kill()
                     process.popen.wait()
-        if self.system is not None:
-            try:
+        try:
+            if self.system is not None:
                 self.system.cleanup()
-            finally:
-                self.postgres.stop()
-        else:
+        finally:
             self.postgres.stop()
-        shutil.rmtree(self.pg_dir, ignore_errors=True)
+            shutil.rmtree(self.pg_dir, ignore_errors=True)
 
     # -- one scenario ------------------------------------------------------------------------
 
@@ -243,8 +256,8 @@ class Drill:
         tag = _tag(scenario)
         bands = [f"{tag}-band-{i:02d}" for i in range(BANDS_PER_SCENARIO)]
         buttons = [f"{tag}-sos-{i:02d}" for i in range(BUTTONS_PER_SCENARIO)]
-        for process in self.processes:
-            process.peak_kb, process.restarts = 0, 0
+        for process in (*self.processes, self.broker):
+            process.reset()
         sos = _SosPresser(self.system, buttons, self.passwords, opts.sos_interval_s)
         stop = threading.Event()
         sent = [0]
@@ -303,7 +316,9 @@ class Drill:
             sos_p99_ms=_ms(percentile(latencies, 0.99)) if latencies else None,
             status_published=flood_sent[0],
             status_stored=status_stored,
-            peak_rss_mb={p.name: round(p.peak_kb / 1024, 1) for p in self.processes},
+            peak_rss_mb={
+                p.name: round(p.peak_kb / 1024, 1) for p in (*self.processes, self.broker)
+            },
             restarts={p.name: p.restarts for p in self.processes},
             seconds=round(time.monotonic() - began, 1),
         )

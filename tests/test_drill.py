@@ -43,7 +43,12 @@ def test_drill_runs_every_scenario_and_loses_nothing(tmp_path):
     for name, s in scenarios.items():
         assert s["published"] > 0 and s["sos_pressed"] > 0, name
         assert s["duplicated"] == 0 and s["sos_duplicated"] == 0, name
-        assert set(s["peak_rss_mb"]) == {"ingest telemetry", "ingest events+status", "alerts"}
+        assert set(s["peak_rss_mb"]) == {
+            "ingest telemetry",
+            "ingest events+status",
+            "alerts",
+            "mosquitto",
+        }
         assert all(mb > 0 for mb in s["peak_rss_mb"].values()), name
     for name in ("db-outage", "status-flood"):
         s = scenarios[name]
