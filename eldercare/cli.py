@@ -9,6 +9,7 @@ import typer
 from alerts.cli import alerts_app
 from alerts.news2_cli import news2
 from api.cli import platforms_app, users_app
+from benchmarks.cli import drill
 from care.cli import care_app
 from devices.cli import broker_app, devices_app, residents_app
 from devices.simulator.cli import simulate
@@ -31,6 +32,7 @@ app.add_typer(ingest_cli.quarantine_app, name="quarantine")
 app.command("ingest")(ingest_cli.ingest)
 app.command("readings")(ingest_cli.readings)
 app.add_typer(bench_app, name="bench")
+app.command("drill")(drill)
 app.command("simulate")(simulate)
 app.add_typer(alerts_app, name="alerts")
 app.command("news2")(news2)

@@ -1,0 +1,1 @@
+"""Benchmarks and drills that run the real pipeline on loopback (issue 9 moves the others here)."""
