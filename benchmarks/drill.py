@@ -80,6 +80,8 @@ class ScenarioResult:
     sos_lost: int
     sos_duplicated: int
     sos_acked: int
+    # Presses the device had to re-send (no ack within RESEND_S): the first copy was lost or slow.
+    sos_resent: int
     sos_p50_ms: float | None
     sos_p99_ms: float | None
     status_published: int
@@ -312,6 +314,7 @@ class Drill:
             sos_lost=len(sos.pressed) - sos_distinct,
             sos_duplicated=sos_rows - sos_distinct,
             sos_acked=len(latencies),
+            sos_resent=len(sos.resent),
             sos_p50_ms=_ms(percentile(latencies, 0.5)) if latencies else None,
             sos_p99_ms=_ms(percentile(latencies, 0.99)) if latencies else None,
             status_published=flood_sent[0],
@@ -398,7 +401,11 @@ def _join(thread: threading.Thread, timeout_s: float) -> None:
 
 
 class _SosPresser:
-    """Presses the buttons in turn every `interval_s`; records press and ack times per msg_id."""
+    """Presses the buttons in turn every `interval_s` and, as the device contract asks
+    (docs/mqtt.md), re-sends a press with the same msg_id every RESEND_S until its ack arrives;
+    records press and ack times per msg_id, and how many presses needed a re-send."""
+
+    RESEND_S = 5.0
 
     def __init__(
         self, system: BenchSystem, buttons: list[str], passwords: dict[str, str], interval_s: float
@@ -406,8 +413,12 @@ class _SosPresser:
         self.interval_s = interval_s
         self.pressed: dict[str, float] = {}
         self.acked: dict[str, float] = {}
+        self.resent: set[str] = set()
+        self._bodies: dict[str, tuple[str, bytes]] = {}
+        self._last_sent: dict[str, float] = {}
         self._arrived = threading.Condition()
-        self._stop = threading.Event()
+        self._stop_pressing = threading.Event()
+        self._closed = threading.Event()
         self.clients: dict[str, paho.Client] = {}
         for button in buttons:
             client = _connect(system, button, passwords[button])
@@ -422,29 +433,43 @@ class _SosPresser:
             self.acked.setdefault(str(msg_id), time.monotonic())
             self._arrived.notify_all()
 
+    def _send(self, msg_id: str) -> None:
+        button, payload = self._bodies[msg_id]
+        self._last_sent[msg_id] = time.monotonic()
+        self.clients[button].publish(f"eldercare/v1/devices/{button}/events", payload, qos=1)
+
     def _press(self) -> None:
         seq = 0
         buttons = list(self.clients)
-        while not self._stop.wait(self.interval_s):
-            button = buttons[seq % len(buttons)]
-            msg_id = f"{button}-{seq}"
-            self.pressed[msg_id] = time.monotonic()
-            body = {"msg_id": msg_id, "type": "sos", "ts": int(time.time() * 1000)}
-            self.clients[button].publish(
-                f"eldercare/v1/devices/{button}/events", orjson.dumps(body), qos=1
-            )
-            seq += 1
+        while not self._closed.wait(self.interval_s):
+            if not self._stop_pressing.is_set():
+                button = buttons[seq % len(buttons)]
+                msg_id = f"{button}-{seq}"
+                body = {"msg_id": msg_id, "type": "sos", "ts": int(time.time() * 1000)}
+                self._bodies[msg_id] = (button, orjson.dumps(body))
+                self.pressed[msg_id] = time.monotonic()
+                self._send(msg_id)
+                seq += 1
+            now = time.monotonic()
+            with self._arrived:
+                waiting = [m for m in self.pressed if m not in self.acked]
+            for msg_id in waiting:
+                if now - self._last_sent[msg_id] >= self.RESEND_S:
+                    self.resent.add(msg_id)
+                    self._send(msg_id)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        _join(self._thread, 10)
+        """No more presses; re-sends go on until `wait_acks` ends."""
+        self._stop_pressing.set()
 
     def wait_acks(self, timeout_s: float) -> dict[str, float]:
         with self._arrived:
             self._arrived.wait_for(lambda: self.pressed.keys() <= self.acked.keys(), timeout_s)
+        self._closed.set()
+        _join(self._thread, 10)
         for client in self.clients.values():
             client.disconnect()
             client.loop_stop()

@@ -50,15 +50,18 @@ def test_drill_runs_every_scenario_and_loses_nothing(tmp_path):
             "mosquitto",
         }
         assert all(mb > 0 for mb in s["peak_rss_mb"].values()), name
+    for name, s in scenarios.items():
+        # SOS buttons re-send until acked (docs/mqtt.md): no emergency is lost, whatever the fault.
+        assert s["sos_lost"] == 0 and s["sos_acked"] == s["sos_pressed"], name
     for name in ("db-outage", "status-flood"):
         s = scenarios[name]
         assert s["lost"] == 0 and s["stored"] == s["published"], name
-        assert s["sos_lost"] == 0 and s["sos_acked"] == s["sos_pressed"], name
     assert scenarios["status-flood"]["status_published"] > 0
     restart = scenarios["broker-restart"]
-    if restart["lost"] or restart["sos_lost"]:
+    if restart["lost"]:
         assert run.returncode == 1, "a loss makes the drill fail"
-        # Known, not fixed on this branch (docs/performance.md, "Fault drill"): what devices send
-        # after Mosquitto restarts and before ingest has re-subscribed is acknowledged and dropped.
-        pytest.xfail(f"broker restart lost {restart['lost']} messages, {restart['sos_lost']} SOS")
+        # Known and not fixed (docs/operations.md, "Delivery guarantees"): Mosquitto 2.0 does not
+        # restore shared subscriptions from its persistence file, so telemetry sent after it
+        # restarts and before ingest re-subscribes is acknowledged to the device and dropped.
+        pytest.xfail(f"broker restart lost {restart['lost']} telemetry messages (Mosquitto)")
     assert run.returncode == 0, run.stderr.decode(errors="replace")
