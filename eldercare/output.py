@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped or logged, a table keeps every column whole (rich would fold it to 80 columns and cut
+# figures to "16…"); in a terminal it fits the window.
+console = Console(width=None if sys.stdout.isatty() else 1000)
 err_console = Console(stderr=True)
 
 

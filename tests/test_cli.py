@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -234,3 +235,20 @@ def test_quarantine_list_gives_the_exact_bytes_in_base64(register, ingestor, con
     (row,) = [r for r in listed if r["device_id"] == device.device_id]
     assert base64.b64decode(row["payload_base64"]) == raw
     assert "\\xff\\xfe" in row["payload"]  # still readable as text
+
+
+def test_a_piped_table_keeps_every_figure_whole():
+    """Logged or piped (`eldercare drill all > drill.txt`), a wide table is not folded to 80
+    columns with its figures cut to '16…'."""
+    columns = [f"column {i}" for i in range(14)]
+    figures = [f"{123_456 + i}" for i in range(14)]
+    script = f"from eldercare.output import table; table('wide', {columns!r}, [{figures!r}])"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert all(figure in out for figure in figures), out
+    assert all(column in out for column in columns), out
