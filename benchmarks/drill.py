@@ -34,12 +34,12 @@ import paho.mqtt.client as paho
 import psycopg
 from rich.progress import Progress
 
+from benchmarks.ingest import SERVICE_USER, BenchSystem, machine_description, percentile
 from care import service as care
 from devices import broker_auth
 from devices import service as devices
 from eldercare.localdb import PrivatePostgres
 from eldercare.mqtt import connect_blocking, new_client
-from ingest.bench import SERVICE_USER, BenchSystem, machine_description, percentile
 from store import db
 
 SCENARIOS = ("db-outage", "broker-restart", "status-flood")

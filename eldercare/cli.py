@@ -9,12 +9,12 @@ import typer
 from alerts.cli import alerts_app
 from alerts.news2_cli import news2
 from api.cli import platforms_app, users_app
-from benchmarks.cli import drill
+from benchmarks.cli import bench_app
+from benchmarks.drill_cli import drill
 from care.cli import care_app
 from devices.cli import broker_app, devices_app, residents_app
 from devices.simulator.cli import simulate
 from eldercare import context
-from eldercare.bench_cli import bench_app
 from eldercare.output import emit_json, fail
 from eldercare.settings import redact_url
 from ingest import cli as ingest_cli

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alerts.bench import _flood_readings, latency_percentile, press_latencies
+from benchmarks.alerts import _flood_readings, latency_percentile, press_latencies
 
 
 def test_undelivered_presses_are_counted_and_rank_above_every_delivered_one():
@@ -10,7 +10,7 @@ def test_undelivered_presses_are_counted_and_rank_above_every_delivered_one():
     received = {r: 10.0 + (r + 1) / 1000 for r in range(99)}  # 1 ms … 99 ms; resident 99 lost
     latencies = press_latencies(pressed, received)
     assert len(latencies) == 100 and latencies.count(None) == 1
-    assert latency_percentile(latencies, 0.5) == 51.0  # rank round(0.5 × 99), as ingest.bench
+    assert latency_percentile(latencies, 0.5) == 51.0  # rank round(0.5 × 99), as benchmarks.ingest
     assert latency_percentile(latencies, 0.99) == 99.0
     assert latency_percentile(latencies, 1.0) is None, "the lost press decides the maximum"
     # Two lost in a hundred: p99 is unbounded, not the slowest delivered one.

@@ -14,7 +14,7 @@ import pytest
 from tests.support import ROOT
 
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
-PACKAGES = ("eldercare", "store", "devices", "ingest", "alerts", "care", "api")
+PACKAGES = ("eldercare", "store", "devices", "ingest", "alerts", "care", "api", "benchmarks")
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess[str]:

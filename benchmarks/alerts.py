@@ -1,6 +1,6 @@
 """`eldercare bench alerts`: SOS pressed → notification on the doctor's MQTT topic, while ingest is
 saturated by telemetry and the alert engine has real work. Everything real and private to the run
-(see ingest/bench.py).
+(see benchmarks/ingest.py).
 
 - The backlog (historical readings, a day old) keeps ingest draining at full speed.
 - The live flood carries current timestamps from wristbands bound to residents of their own, so
@@ -22,11 +22,11 @@ import orjson
 from rich.progress import Progress
 
 from alerts.channels.mqtt import doctor_topic
+from benchmarks.ingest import SERVICE_USER, BenchSystem, machine_description, preload
 from care import service as care
 from devices import broker_auth
 from devices import service as devices
 from eldercare.mqtt import connect_blocking, new_client
-from ingest.bench import SERVICE_USER, BenchSystem, machine_description, preload
 from store import db
 
 FLOOD_RESIDENTS = 50
@@ -258,7 +258,7 @@ def latency_percentile(latencies: list[float | None], q: float) -> float | None:
     if not latencies:
         return None
     ranked = sorted(latencies, key=lambda v: (v is None, v or 0.0))
-    # The same rank as ingest.bench.percentile, so both benchmarks' p99 mean the same.
+    # The same rank as benchmarks.ingest.percentile, so both benchmarks' p99 mean the same.
     value = ranked[min(len(ranked) - 1, round(q * (len(ranked) - 1)))]
     return None if value is None else round(value, 1)
 

@@ -38,8 +38,8 @@ from psycopg.types.json import Jsonb
 from rich.progress import Progress
 
 from api import access
+from benchmarks.ingest import machine_description, percentile
 from eldercare.ports import free_port
-from ingest.bench import machine_description, percentile
 from store import db, rollups
 from store.timescale import COMPRESS_AFTER
 
