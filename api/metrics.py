@@ -22,6 +22,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
 
+from alerts.models import SEVERITIES
+
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
@@ -115,7 +117,7 @@ def metric_families(aggregates: Aggregates | None, age_seconds: float) -> Iterat
         q.add_metric([reason], count)
     yield q
     a = GaugeMetricFamily("eldercare_alerts_unresolved", "Unresolved alerts", labels=["severity"])
-    for severity in ("info", "warning", "critical"):
+    for severity in SEVERITIES:
         a.add_metric([severity], aggregates.unresolved_alerts.get(severity, 0))
     yield a
     failed = GaugeMetricFamily(

@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts.models import SEVERITIES
 from care import queries
 from devices import queries as registry_queries
 from devices.service import DuplicateArchive
@@ -107,7 +108,7 @@ def set_preferences(
     """Which channels for which severities, and quiet hours (never applied to critical alerts)."""
     if channels is not None:
         for severity, names in channels.items():
-            if severity not in ("info", "warning", "critical"):
+            if severity not in SEVERITIES:
                 raise CareError(f"unknown severity {severity!r}: use info, warning or critical")
             unknown = [n for n in names if n not in CHANNELS]
             if unknown:
@@ -182,7 +183,7 @@ def set_policy(
     reminder_every_s: int | None,
 ) -> dict[str, Any]:
     """Escalation tiers for one severity (institution None: the default policy)."""
-    if severity not in ("info", "warning", "critical"):
+    if severity not in SEVERITIES:
         raise CareError("severity must be info, warning or critical")
     if not tiers or tiers[0].get("after_s") != 0:
         raise CareError("the first tier must notify at once (after_s 0)")
@@ -279,7 +280,7 @@ def add_webhook(
     institution's alerts, never with contacts (alerts/fanout.py to_contacts)."""
     if not url.startswith(("http://", "https://")):
         raise CareError("the webhook URL must start with http:// or https://")
-    if min_severity not in ("info", "warning", "critical"):
+    if min_severity not in SEVERITIES:
         raise CareError("min_severity must be info, warning or critical")
     with conn.transaction():
         if institution_id is not None:

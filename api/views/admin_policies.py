@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from psycopg.rows import dict_row
 
+from alerts.models import Severity
 from api import queries
 from api.deps import Caller, Conn, IdQuery
 from api.schemas.care import Policy, StoredPolicy
@@ -34,7 +35,7 @@ def list_policies(
     "/policies/{severity}", response_model=StoredPolicy, responses={401: {}, 403: {}, 409: {}}
 )
 def set_policy(
-    severity: Literal["info", "warning", "critical"],
+    severity: Severity,
     body: Policy,
     caller: Caller,
     conn: Conn,

@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from psycopg.rows import dict_row
 
+from alerts.models import SEVERITIES
 from api import queries
 from api.access import audit
 from api.deps import Caller, Conn, client_address
 
 router = APIRouter(prefix="/api/v1", tags=["overview"])
-SEVERITY = {2: "critical", 1: "warning", 0: "info"}
+SEVERITY = dict(enumerate(SEVERITIES))  # the rank the overview query returns → its name
 RISK_BY_SEVERITY = {"critical": "high", "warning": "medium", "info": "low"}
 
 
