@@ -38,6 +38,7 @@ from benchmarks.ingest import SERVICE_USER, BenchSystem, machine_description, pe
 from care import service as care
 from devices import broker_auth
 from devices import service as devices
+from devices.simulator.clients import RESEND_AFTER_S
 from eldercare.localdb import PrivatePostgres
 from eldercare.mqtt import connect_blocking, new_client
 from store import db
@@ -80,7 +81,8 @@ class ScenarioResult:
     sos_lost: int
     sos_duplicated: int
     sos_acked: int
-    # Presses the device had to re-send (no ack within RESEND_S): the first copy was lost or slow.
+    # Presses the device had to re-send (no ack within RESEND_AFTER_S): the first copy was lost or
+    # slow.
     sos_resent: int
     sos_p50_ms: float | None
     sos_p99_ms: float | None
@@ -402,10 +404,9 @@ def _join(thread: threading.Thread, timeout_s: float) -> None:
 
 class _SosPresser:
     """Presses the buttons in turn every `interval_s` and, as the device contract asks
-    (docs/mqtt.md), re-sends a press with the same msg_id every RESEND_S until its ack arrives;
+    (docs/mqtt.md), re-sends a press with the same msg_id every RESEND_AFTER_S (the simulator's
+    buttons' pace) until its ack arrives;
     records press and ack times per msg_id, and how many presses needed a re-send."""
-
-    RESEND_S = 5.0
 
     def __init__(
         self, system: BenchSystem, buttons: list[str], passwords: dict[str, str], interval_s: float
@@ -454,7 +455,7 @@ class _SosPresser:
             with self._arrived:
                 waiting = [m for m in self.pressed if m not in self.acked]
             for msg_id in waiting:
-                if now - self._last_sent[msg_id] >= self.RESEND_S:
+                if now - self._last_sent[msg_id] >= RESEND_AFTER_S:
                     self.resent.add(msg_id)
                     self._send(msg_id)
 
