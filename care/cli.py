@@ -4,6 +4,9 @@ air or oxygen, doctors' app logins (and a reference app to check one)."""
 from __future__ import annotations
 
 import json as jsonlib
+import os
+import signal
+import threading
 from typing import Annotated, Any
 
 import typer
@@ -308,15 +311,10 @@ def app_listen(
     The password is read from ELDERCARE_APP_PASSWORD, or asked for (never a command-line
     argument: other users of the machine could read it in the process list).
     """
-    import os
-    import signal
-    import threading
-
     from alerts.app_client import AppLoginRefused, DoctorAppClient
-    from devices.service import doctor_login_name
 
     password = os.environ.get("ELDERCARE_APP_PASSWORD") or typer.prompt(
-        f"MQTT password of {doctor_login_name(doctor_id)}", hide_input=True
+        f"MQTT password of {devices_service.doctor_login_name(doctor_id)}", hide_input=True
     )
 
     def show(body: dict[str, Any]) -> None:
@@ -334,7 +332,7 @@ def app_listen(
         client = DoctorAppClient(
             context.settings().mqtt,
             doctor_id=doctor_id,
-            username=doctor_login_name(doctor_id),
+            username=devices_service.doctor_login_name(doctor_id),
             password=password,
             on_notification=show,
         )

@@ -23,8 +23,9 @@ from typing import Any
 from devices import broker_auth, service
 from eldercare.broker import Broker
 from eldercare.localdb import PrivatePostgres, server_url
+from eldercare.mqtt import accepts_login
 from eldercare.ports import free_port, port_is_free
-from eldercare.settings import load_settings, redact_url, var_dir, write_local_env
+from eldercare.settings import MqttEndpoint, load_settings, redact_url, var_dir, write_local_env
 from store import db, readiness
 
 ELDERCARE = str(Path(sys.executable).with_name("eldercare"))
@@ -241,9 +242,6 @@ def _wait_login(
     broker: Broker, username: str, password: str, stop: threading.Event, timeout: float = 30
 ) -> None:
     """Until `broker sync --watch` has given the broker this new login."""
-    from eldercare.mqtt import accepts_login
-    from eldercare.settings import MqttEndpoint
-
     endpoint = MqttEndpoint("127.0.0.1", broker.port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stop.is_set():
